@@ -1,0 +1,212 @@
+"""Flax linen Whisper: one `Whisper` module for teachers and students.
+
+Parameter names follow Hugging Face's `WhisperForConditionalGeneration` (`encoder/layers_0/
+self_attn/q_proj/kernel`, ...), so that loaders are small name maps. Every block sows its
+output as `block_out` into the `intermediates` collection; attention modules sow theirs
+(see attention.py).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxwhisper.models.attention import KVCache, MultiHeadAttention
+from jaxwhisper.models.config import WhisperConfig
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.ndarray:
+    """Whisper's encoder positions [length, channels]: [sin | cos] at geometric timescales."""
+    log_inc = np.log(max_timescale) / (channels // 2 - 1)
+    inv = np.exp(-log_inc * np.arange(channels // 2))
+    t = np.arange(length)[:, None] * inv[None, :]
+    return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
+
+
+def _layer_norm(c: WhisperConfig, name: str) -> nn.LayerNorm:
+    # LayerNorm runs in f32 whatever the compute dtype (numerics of the residual stream).
+    return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, param_dtype=c.param_dtype, name=name)
+
+
+class MLP(nn.Module):
+    config: WhisperConfig
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        x = nn.Dense(c.ffn_dim, dtype=c.dtype, param_dtype=c.param_dtype, name="fc1")(x)
+        x = nn.gelu(x, approximate=False)
+        return nn.Dense(c.d_model, dtype=c.dtype, param_dtype=c.param_dtype, name="fc2")(x)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-LN block: self-attention, (cross-attention), MLP, each with a residual."""
+
+    config: WhisperConfig
+    cross_attention: bool = False
+
+    def setup(self):
+        c = self.config
+        self.self_attn_layer_norm = _layer_norm(c, "self_attn_layer_norm")
+        self.self_attn = MultiHeadAttention(c, causal=self.cross_attention, name="self_attn")
+        if self.cross_attention:
+            self.encoder_attn_layer_norm = _layer_norm(c, "encoder_attn_layer_norm")
+            self.encoder_attn = MultiHeadAttention(c, name="encoder_attn")
+        self.final_layer_norm = _layer_norm(c, "final_layer_norm")
+        self.mlp = MLP(c, name="mlp")
+
+    def cross_kv(self, encoder_out: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encoder_attn.project_kv(encoder_out)
+
+    def __call__(self, x, cross_kv=None, cache: Optional[KVCache] = None, offset=0):
+        dt = self.config.dtype
+        h, cache = self.self_attn(
+            self.self_attn_layer_norm(x).astype(dt), cache=cache, offset=offset
+        )
+        x = x + h
+        if self.cross_attention:
+            h, _ = self.encoder_attn(self.encoder_attn_layer_norm(x).astype(dt), kv=cross_kv)
+            x = x + h
+        x = x + self.mlp(self.final_layer_norm(x).astype(dt))
+        self.sow("intermediates", "block_out", x)
+        return x, cache
+
+
+class AudioEncoder(nn.Module):
+    """Log-mel [batch, n_mels, frames] -> hidden states [batch, frames // 2, embed]."""
+
+    config: WhisperConfig
+
+    def setup(self):
+        c = self.config
+        conv = lambda name, stride: nn.Conv(  # noqa: E731
+            c.d_model,
+            (3,),
+            strides=(stride,),
+            padding=[(1, 1)],
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            name=name,
+        )
+        self.conv1 = conv("conv1", 1)
+        self.conv2 = conv("conv2", 2)
+        # A parameter (not a constant) because converted checkpoints store their own copy
+        # (float16 in CTranslate2); it is frozen through stop_gradient below.
+        self.embed_positions = self.param(
+            "embed_positions",
+            lambda *_: jnp.asarray(sinusoids(c.n_audio_ctx, c.d_model), c.param_dtype),
+        )
+        self.layers = [ResidualBlock(c, name=f"layers_{i}") for i in range(c.encoder_layers)]
+        self.layer_norm = _layer_norm(c, "layer_norm")
+
+    def __call__(self, mel: jax.Array) -> jax.Array:
+        c = self.config
+        x = jnp.swapaxes(mel, 1, 2).astype(c.dtype)
+        x = nn.gelu(self.conv1(x), approximate=False)
+        x = nn.gelu(self.conv2(x), approximate=False)
+        pos = jax.lax.stop_gradient(self.embed_positions)[: x.shape[1]]
+        x = (x + pos.astype(c.dtype)).astype(c.dtype)
+        for layer in self.layers:
+            x, _ = layer(x)
+        return self.layer_norm(x).astype(c.dtype)
+
+
+class TextDecoder(nn.Module):
+    """Tokens [batch, len] + encoder keys/values -> logits [batch, len, vocab] (f32)."""
+
+    config: WhisperConfig
+
+    def setup(self):
+        c = self.config
+        self.embed_tokens = nn.Embed(
+            c.n_vocab,
+            c.d_model,
+            embedding_init=nn.initializers.normal(0.02),
+            dtype=c.dtype,
+            param_dtype=c.param_dtype,
+            name="embed_tokens",
+        )
+        self.embed_positions = self.param(
+            "embed_positions", nn.initializers.normal(0.02), (c.n_text_ctx, c.d_model), c.param_dtype
+        )
+        self.layers = [
+            ResidualBlock(c, cross_attention=True, name=f"layers_{i}")
+            for i in range(c.decoder_layers)
+        ]
+        self.layer_norm = _layer_norm(c, "layer_norm")
+
+    def cross_kv(self, encoder_out: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+        """Per-layer cross-attention keys/values, computed once per utterance."""
+        return [layer.cross_kv(encoder_out) for layer in self.layers]
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        cross_kv: Sequence[tuple[jax.Array, jax.Array]],
+        cache: Optional[list[KVCache]] = None,
+        offset: jax.Array | int = 0,
+    ) -> tuple[jax.Array, Optional[list[KVCache]]]:
+        c = self.config
+        pos = jax.lax.dynamic_slice_in_dim(self.embed_positions, offset, tokens.shape[1])
+        x = (self.embed_tokens(tokens) + pos.astype(c.dtype)).astype(c.dtype)
+        new_cache = [] if cache is not None else None
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = layer(
+                x, cross_kv=cross_kv[i], cache=None if cache is None else cache[i], offset=offset
+            )
+            if cache is not None:
+                new_cache.append(layer_cache)
+        x = self.layer_norm(x)
+        # Logits are tied to the token embedding and computed in f32.
+        logits = x @ self.embed_tokens.embedding.astype(jnp.float32).T
+        return logits, new_cache
+
+
+class Whisper(nn.Module):
+    """Whisper encoder-decoder; teacher and student differ only by `config`."""
+
+    config: WhisperConfig
+
+    def setup(self):
+        self.encoder = AudioEncoder(self.config, name="encoder")
+        self.decoder = TextDecoder(self.config, name="decoder")
+
+    def __call__(self, mel: jax.Array, tokens: jax.Array) -> jax.Array:
+        """Teacher-forced logits [batch, len, vocab] for mel [batch, n_mels, frames]."""
+        enc = self.encoder(mel)
+        logits, _ = self.decoder(tokens, self.decoder.cross_kv(enc))
+        return logits
+
+    def encode(self, mel: jax.Array) -> jax.Array:
+        return self.encoder(mel)
+
+    def cross_kv(self, encoder_out: jax.Array):
+        return self.decoder.cross_kv(encoder_out)
+
+    def decode(self, tokens, cross_kv, cache=None, offset=0):
+        return self.decoder(tokens, cross_kv, cache=cache, offset=offset)
+
+
+def init_kv_cache(config: WhisperConfig, batch: int, max_len: Optional[int] = None) -> list[KVCache]:
+    """Zeroed self-attention caches, one per decoder layer, [batch, max_len, heads, head_dim]."""
+    shape = (batch, max_len or config.n_text_ctx, config.n_heads, config.head_dim)
+    return [
+        {"k": jnp.zeros(shape, config.dtype), "v": jnp.zeros(shape, config.dtype)}
+        for _ in range(config.decoder_layers)
+    ]
+
+
+def init_params(config: WhisperConfig, rng: jax.Array, batch: int = 1) -> dict:
+    """Randomly initialised params (shapes only matter for loaders; use eval_shape for big sizes)."""
+    mel = jnp.zeros((batch, config.n_mels, config.n_frames), jnp.float32)
+    tokens = jnp.zeros((batch, 1), jnp.int32)
+    return Whisper(config).init(rng, mel, tokens)["params"]
+
+
+def param_shapes(config: WhisperConfig) -> dict:
+    """Abstract params (jax.ShapeDtypeStruct leaves) without allocating memory."""
+    return jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
