@@ -93,7 +93,7 @@ class WhisperTokenizer:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of the tokens before the first special one (ids >= eot are dropped)."""
+        """Text of `ids`; special and timestamp tokens (ids >= eot) are dropped."""
         return self.tokenizer.decode([int(i) for i in ids if i < self.eot], skip_special_tokens=False)
 
     @functools.cached_property

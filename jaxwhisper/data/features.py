@@ -100,7 +100,9 @@ def log_mel_numpy(audio: np.ndarray, n_mels: int = 80, padding: str = "log_mel")
 
 
 @functools.partial(jax.jit, static_argnames=("n_mels", "padding"))
-def log_mel_batch(audio: jax.Array, lengths: jax.Array, n_mels: int = 80, padding: str = "log_mel") -> jax.Array:
+def log_mel_batch(
+    audio: jax.Array, lengths: jax.Array, n_mels: int = 80, padding: str = "log_mel"
+) -> jax.Array:
     """Batched, jittable log-mel equal to `log_mel_numpy` row by row (up to f32 rounding).
 
     Args:
@@ -132,8 +134,12 @@ def log_mel_batch(audio: jax.Array, lengths: jax.Array, n_mels: int = 80, paddin
     frames = frames.reshape(batch, N_FRAMES, N_FFT) * jnp.asarray(_hann(), jnp.float32)
     spec = jnp.fft.rfft(frames, axis=-1)
     power = spec.real**2 + spec.imag**2  # [batch, frames, bins]
-    mel = jnp.einsum("mf,btf->bmt", jnp.asarray(mel_filters(n_mels), jnp.float32), power,
-                     precision=jax.lax.Precision.HIGHEST)
+    mel = jnp.einsum(
+        "mf,btf->bmt",
+        jnp.asarray(mel_filters(n_mels), jnp.float32),
+        power,
+        precision=jax.lax.Precision.HIGHEST,
+    )
     log_spec = jnp.log10(jnp.maximum(mel, 1e-10))
     t = jnp.arange(N_FRAMES)[None, None, :]
     in_max = t < n_valid_frames[:, None, None]

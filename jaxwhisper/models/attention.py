@@ -70,9 +70,7 @@ class MultiHeadAttention(nn.Module):
                 name="gate_proj",
             )
         elif c.gate == "per_head":
-            self.gate_kernel = self.param(
-                "gate_kernel", kernel_init, (c.n_heads, c.head_dim), c.param_dtype
-            )
+            self.gate_kernel = self.param("gate_kernel", kernel_init, (c.n_heads, c.head_dim), c.param_dtype)
             self.gate_bias = self.param("gate_bias", bias_init, (c.n_heads,), c.param_dtype)
 
     def _split(self, x: jax.Array) -> jax.Array:
@@ -91,10 +89,9 @@ class MultiHeadAttention(nn.Module):
         if c.gate == "shared":
             logits = self.gate_proj(x32)
         else:
-            logits = (
-                jnp.einsum("bqhd,hd->bqh", self._split(x32), self.gate_kernel.astype(jnp.float32))
-                + self.gate_bias.astype(jnp.float32)
-            )
+            logits = jnp.einsum(
+                "bqhd,hd->bqh", self._split(x32), self.gate_kernel.astype(jnp.float32)
+            ) + self.gate_bias.astype(jnp.float32)
         return jax.nn.sigmoid(logits) / c.gate_pi_init
 
     def __call__(

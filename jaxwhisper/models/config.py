@@ -59,9 +59,7 @@ class WhisperConfig:
         if self.gate not in GATE_TYPES:
             raise ValueError(f"gate must be one of {GATE_TYPES}, got {self.gate!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if not 0.0 < self.gate_pi_init < 1.0:
             raise ValueError(f"gate_pi_init must be in (0, 1), got {self.gate_pi_init}")
         if self.softmax_clip_gamma > 0 or self.softmax_clip_zeta < 1:

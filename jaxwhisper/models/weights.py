@@ -95,7 +95,7 @@ def hf_state_dict_to_params(
     Gate parameters that the state dict lacks are initialised as `config` says (teachers
     have none). Every other parameter must be present with the right shape.
     """
-    sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in sd.items()}
+    sd = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in sd.items()}
     flat: dict[tuple, np.ndarray] = {}
     try:
         for conv in ("conv1", "conv2"):
@@ -139,8 +139,7 @@ def _complete_and_check(
     if unexpected:
         names = ", ".join("/".join(k) for k in unexpected[:5])
         raise ModelFormatError(
-            f"{source}: {len(unexpected)} parameters the config {config.gate=} does not have "
-            f"({names} ...)"
+            f"{source}: {len(unexpected)} parameters the config {config.gate=} does not have ({names} ...)"
         )
     for k, want in expected.items():
         if k in flat and tuple(flat[k].shape) != tuple(want.shape):
@@ -183,9 +182,7 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> WhisperConfig:
 
 def _read_torch(path: Path) -> Any:
     if importlib.util.find_spec("torch") is None:
-        raise ModelFormatError(
-            f"{path}: reading PyTorch files needs torch; install jaxwhisper[torch]"
-        )
+        raise ModelFormatError(f"{path}: reading PyTorch files needs torch; install jaxwhisper[torch]")
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)

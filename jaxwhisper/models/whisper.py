@@ -28,8 +28,11 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
 
 
 def _layer_norm(c: WhisperConfig, name: str) -> nn.LayerNorm:
-    # LayerNorm runs in f32 whatever the compute dtype (numerics of the residual stream).
-    return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, param_dtype=c.param_dtype, name=name)
+    # LayerNorm runs in f32 whatever the compute dtype, with the two-pass variance: padding
+    # frames carry activations in the hundreds, where E[x^2] - E[x]^2 loses digits.
+    return nn.LayerNorm(
+        epsilon=1e-5, dtype=jnp.float32, param_dtype=c.param_dtype, use_fast_variance=False, name=name
+    )
 
 
 class MLP(nn.Module):
@@ -64,9 +67,7 @@ class ResidualBlock(nn.Module):
 
     def __call__(self, x, cross_kv=None, cache: Optional[KVCache] = None, offset=0):
         dt = self.config.dtype
-        h, cache = self.self_attn(
-            self.self_attn_layer_norm(x).astype(dt), cache=cache, offset=offset
-        )
+        h, cache = self.self_attn(self.self_attn_layer_norm(x).astype(dt), cache=cache, offset=offset)
         x = x + h
         if self.cross_attention:
             h, _ = self.encoder_attn(self.encoder_attn_layer_norm(x).astype(dt), kv=cross_kv)
@@ -134,8 +135,7 @@ class TextDecoder(nn.Module):
             "embed_positions", nn.initializers.normal(0.02), (c.n_text_ctx, c.d_model), c.param_dtype
         )
         self.layers = [
-            ResidualBlock(c, cross_attention=True, name=f"layers_{i}")
-            for i in range(c.decoder_layers)
+            ResidualBlock(c, cross_attention=True, name=f"layers_{i}") for i in range(c.decoder_layers)
         ]
         self.layer_norm = _layer_norm(c, "layer_norm")
 

@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a machine with Python 3.11, pip and make:
+#   make demo   -- creates .venv, installs jaxwhisper, runs the main job on the shipped speech
+#   make test   -- creates .venv, installs jaxwhisper with test/parity extras, runs the suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= runs/demo
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# openai-whisper is installed without its dependencies because its metadata pulls triton
+# (hundreds of MB, unused on CPU); it is only the reference for the OpenAI .pt parity test.
+$(VENV)/.dev: $(VENV)/.base
+	$(BIN)/pip install -q -e '.[parity,dev]'
+	$(BIN)/pip install -q numba tiktoken more-itertools
+	$(BIN)/pip install -q --no-deps openai-whisper==20250625
+	touch $@
+
+demo: $(VENV)/.base
+	$(BIN)/jaxwhisper transcribe --model tiny.en --batch-size 16 \
+		--output $(OUT)/transcripts.jsonl data/fixture/manifest.jsonl
+	@echo "transcripts: $(OUT)/transcripts.jsonl"
+
+test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/transcribe_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

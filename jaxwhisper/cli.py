@@ -1,0 +1,149 @@
+"""`jaxwhisper` command line: transcribe, convert.
+
+Subcommands only parse flags and call the library. Errors are one line on stderr naming
+the input and the cause, with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("jaxwhisper")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _load_model(spec: str, **overrides):
+    from jaxwhisper.models.ctranslate2_format import ModelFormatError
+    from jaxwhisper.models.weights import ModelNotFoundError, resolve_model
+
+    try:
+        return resolve_model(spec, **overrides)
+    except (ModelNotFoundError, ModelFormatError, FileNotFoundError) as e:
+        raise CliError(str(e)) from None
+
+
+def cmd_transcribe(args) -> int:
+    from tqdm import tqdm
+
+    from jaxwhisper.metrics import word_error_rate
+    from jaxwhisper.transcribe import InputError, Transcriber, read_inputs
+
+    try:
+        utterances = read_inputs(args.inputs)
+    except InputError as e:
+        raise CliError(str(e)) from None
+    if not utterances:
+        raise CliError("no inputs: give audio files or .jsonl manifests")
+    model = _load_model(args.model, dtype=args.dtype)
+    transcriber = Transcriber(model, batch_size=args.batch_size, padding=args.padding, language=args.language)
+    out = open(args.output, "w") if args.output else sys.stdout
+    audio_s, failed, refs, hyps = 0.0, [], [], []
+    start = time.perf_counter()
+    bar = tqdm(total=len(utterances), unit="clip", desc="transcribe", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for u, rec in zip(utterances, transcriber.transcribe(utterances, on_result=lambda _: bar.update())):
+            audio_s += rec.pop("duration_s", 0.0)
+            if rec.get("error"):
+                failed.append(rec)
+                tqdm.write(f"error: {rec['error']}", file=sys.stderr)
+            elif u.text is not None:
+                refs.append(u.text)
+                hyps.append(rec["text"])
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.flush()
+    finally:
+        bar.close()
+        if out is not sys.stdout:
+            out.close()
+    wall = time.perf_counter() - start
+    ok = len(utterances) - len(failed)
+    print(
+        f"transcribed {ok}/{len(utterances)} inputs, {audio_s:.1f} s of audio in {wall:.1f} s: "
+        f"{audio_s / wall:.2f} audio-s per s (includes compilation)",
+        file=sys.stderr,
+    )
+    if refs:
+        w = word_error_rate(refs, hyps)
+        print(
+            f"WER {w.wer:.2f}% on {w.utterances} utterances with references ({w.words} words; "
+            f"S={w.substitutions} D={w.deletions} I={w.insertions})",
+            file=sys.stderr,
+        )
+    if failed:
+        print(f"{len(failed)} inputs failed:", file=sys.stderr)
+        for rec in failed:
+            print(f"  {rec['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from jaxwhisper.models.weights import save_checkpoint
+
+    model = _load_model(args.src)
+    save_checkpoint(model, Path(args.dst))
+    n = sum(int(v.size) for v in __import__("jax").tree.leaves(model.params))
+    print(f"wrote {args.dst} ({n / 1e6:.1f}M params, from {model.source})", file=sys.stderr)
+    return 0
+
+
+def cmd_not_built(name: str, issue: str):
+    def run(args) -> int:
+        raise CliError(f"`jaxwhisper {name}` is not built yet ({issue})")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxwhisper", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files and/or .jsonl manifests")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file or manifest (.jsonl)")
+    t.add_argument("--model", default="tiny.en", help="tiny.en, base, a local path or a hub id")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--output", help="JSONL output (default: stdout)")
+    t.add_argument("--language", default="en", help="language of multilingual models")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    t.add_argument(
+        "--padding",
+        default="log_mel",
+        choices=["log_mel", "audio"],
+        help="pad the 30 s window in the log-mel domain (faster-whisper) or the audio (transformers)",
+    )
+    t.set_defaults(func=cmd_transcribe)
+
+    c = sub.add_parser("convert", help="write a jaxwhisper (Flax) checkpoint from any supported weights")
+    c.add_argument("src", help="tiny.en, base, CTranslate2/HF directory, OpenAI .pt, or hub id")
+    c.add_argument("dst", help="output directory")
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"jaxwhisper {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Batched transcription of audio files and manifests.
+
+Inputs are read in order; each one either becomes a transcript or an error record naming
+the input and the cause, never silently dropped. Valid clips are batched to a fixed batch
+size (the last batch is padded), so the jitted features + decoder compile once.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+
+import jax
+import numpy as np
+
+from jaxwhisper.data.audio import AudioError, load_audio
+from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
+from jaxwhisper.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
+from jaxwhisper.models.weights import LoadedModel
+from jaxwhisper.tokenizer import WhisperTokenizer
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".mp3")
+
+
+class InputError(ValueError):
+    """A command-line input that is neither an audio file nor a readable manifest."""
+
+
+@dataclasses.dataclass
+class Utterance:
+    """One input: `audio` is a path; `text` the reference transcript when known."""
+
+    id: str
+    audio: str
+    text: Optional[str] = None
+    error: Optional[str] = None  # set when the input itself is broken (bad manifest row)
+
+
+def read_manifest(path: Path) -> list[Utterance]:
+    """Rows `{"id", "audio" (relative to the manifest or absolute), "text"?}` of a JSONL file.
+
+    A malformed row becomes an Utterance carrying an error (reported, not dropped).
+    """
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: unreadable manifest ({e})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+            audio = Path(row["audio"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            rows.append(Utterance(id=where, audio=where, error=f"bad manifest row ({e!r})"))
+            continue
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        rows.append(Utterance(id=str(row.get("id", where)), audio=str(audio), text=row.get("text")))
+    return rows
+
+
+def read_inputs(inputs: Iterable[str]) -> list[Utterance]:
+    """Expands command-line inputs (audio files and .jsonl manifests) in order."""
+    out: list[Utterance] = []
+    for item in inputs:
+        p = Path(item)
+        if p.suffix == ".jsonl":
+            if not p.exists():
+                raise InputError(f"{p}: no such manifest")
+            out.extend(read_manifest(p))
+        else:
+            out.append(Utterance(id=p.stem, audio=str(p)))
+    return out
+
+
+def chunk_audio(audio: np.ndarray, stride_s: float = 5.0) -> list[np.ndarray]:
+    """Splits audio into 30 s windows that overlap by `2 * stride_s` (whisper-jax's scheme).
+
+    A clip that fits one window is returned whole. Window k starts at k * (30 - 2 * stride_s)
+    seconds; the last window ends at the end of the clip. Every sample is in some window.
+    """
+    n = audio.shape[0]
+    if n <= N_SAMPLES:
+        return [audio]
+    step = N_SAMPLES - 2 * int(stride_s * SAMPLE_RATE)
+    if step <= 0:
+        raise ValueError(f"stride of {stride_s} s leaves no step in a 30 s window")
+    starts = list(range(0, n - N_SAMPLES, step)) + [n - N_SAMPLES]
+    return [audio[s : s + N_SAMPLES] for s in starts]
+
+
+def merge_overlapping(sequences: list[list[int]]) -> list[int]:
+    """Joins token sequences of overlapping windows at their best-matching overlap.
+
+    For each next sequence, the overlap length i maximises the fraction of positions where
+    the last i tokens so far equal the first i new ones (ties go to the longer overlap;
+    fewer than 2 matches means no overlap), as in transformers' chunked ASR pipeline.
+    """
+    merged = list(sequences[0]) if sequences else []
+    for new in sequences[1:]:
+        best_i, best = 0, 0.0
+        for i in range(1, min(len(merged), len(new)) + 1):
+            matches = int(np.sum(np.asarray(merged[-i:]) == np.asarray(new[:i])))
+            score = matches / i + i / 10000.0
+            if matches > 1 and score > best:
+                best_i, best = i, score
+        merged.extend(new[best_i:])
+    return merged
+
+
+def _read_ahead(pool, fn, items, depth: int):
+    """`map(fn, items)` in order, with at most `depth` calls running ahead of the consumer
+    (Executor.map would submit every item at once and hold all the audio in memory)."""
+    queue: collections.deque = collections.deque()
+    for item in items:
+        queue.append(pool.submit(fn, item))
+        if len(queue) >= depth:
+            yield queue.popleft().result()
+    while queue:
+        yield queue.popleft().result()
+
+
+class Transcriber:
+    """Greedy batched transcription with one compiled function per batch size.
+
+    Args:
+      model: a loaded model (see `resolve_model`).
+      batch_size: clips per device call; the last batch is padded to it.
+      padding: log-mel padding convention ("log_mel" matches faster-whisper).
+      language, task: prefix of multilingual models.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        batch_size: int = 16,
+        padding: str = "log_mel",
+        language: str = "en",
+        task: str = "transcribe",
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        if model.tokenizer_dir is None:
+            raise ValueError(f"{model.source}: no tokenizer.json found beside the weights")
+        self.model = model
+        self.batch_size = batch_size
+        self.tokenizer = WhisperTokenizer(
+            model.tokenizer_dir, model.config.is_multilingual, language=language, task=task
+        )
+        tok = self.tokenizer
+        options = DecodeOptions(tok.prefix, tok.eot, tok.suppress_tokens, tok.suppress_at_begin)
+        decoder = make_greedy_decoder(model.config, options)
+        n_mels = model.config.n_mels
+
+        @jax.jit
+        def run(params, audio, lengths):
+            return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding))
+
+        self._run = run
+        self.params = jax.device_put(model.params)
+
+    def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        audio = np.zeros((self.batch_size, N_SAMPLES), np.float32)
+        lengths = np.zeros((self.batch_size,), np.int32)
+        for i, c in enumerate(clips):
+            audio[i, : c.shape[0]] = c
+            lengths[i] = c.shape[0]
+        return audio, lengths
+
+    def _decode_stream(self, items: Iterable) -> Iterator[tuple[int, object]]:
+        """Decodes `(key, audio | Exception)` items; yields `(key, token ids | Exception)`.
+
+        Clips longer than 30 s are split into overlapping windows (`chunk_audio`); their rows
+        share a batch with other clips and are merged when all have been decoded. Results
+        come back in completion order; batches are dispatched asynchronously, so the next
+        clips are read while the device works.
+        """
+        rows: list[tuple[int, int, np.ndarray]] = []  # (key, window index, samples)
+        parts: dict[int, list] = {}
+        in_flight = None
+
+        def finish(flight):
+            tokens, batch_rows = flight
+            out = []
+            for (key, k, _), ids in zip(batch_rows, strip_tokens(np.asarray(tokens), self.tokenizer.eot)):
+                parts[key][k] = ids
+                if all(p is not None for p in parts[key]):
+                    out.append((key, merge_overlapping(parts.pop(key))))
+            return out
+
+        def dispatch():
+            nonlocal rows, in_flight
+            flight = (self._run(self.params, *self._batch_arrays([c for _, _, c in rows])), rows)
+            rows = []
+            ready = finish(in_flight) if in_flight is not None else []
+            in_flight = flight
+            return ready
+
+        for key, audio in items:
+            if isinstance(audio, Exception):
+                yield key, audio
+                continue
+            windows = chunk_audio(audio)
+            parts[key] = [None] * len(windows)
+            for k, w in enumerate(windows):
+                rows.append((key, k, w))
+                if len(rows) == self.batch_size:
+                    yield from dispatch()
+        if rows:
+            yield from dispatch()
+        if in_flight is not None:
+            yield from finish(in_flight)
+
+    def transcribe_arrays(self, clips: list[np.ndarray]) -> list[str]:
+        """Transcripts of in-memory 16 kHz mono clips, in order."""
+        texts: dict[int, str] = {}
+        for key, ids in self._decode_stream(enumerate(clips)):
+            texts[key] = self.tokenizer.decode(ids).strip()
+        return [texts[i] for i in range(len(clips))]
+
+    def transcribe(
+        self, utterances: list[Utterance], on_result: Optional[Callable[[dict], None]] = None
+    ) -> Iterator[dict]:
+        """Yields one record per utterance, in input order.
+
+        Records are `{"id", "audio", "text", "duration_s"}`, or `{"id", "audio", "text": None,
+        "error"}` for an input that could not be read. `on_result` is called with each record
+        as it is yielded (for progress bars).
+        """
+        durations: dict[int, float] = {}
+
+        def load(item):
+            i, u = item
+            if u.error:
+                return i, AudioError(u.audio, u.error)
+            try:
+                audio = load_audio(u.audio)
+            except AudioError as e:
+                return i, e
+            durations[i] = audio.shape[0] / SAMPLE_RATE
+            return i, audio
+
+        done: dict[int, dict] = {}
+        next_out = 0
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            loaded = _read_ahead(pool, load, enumerate(utterances), depth=2 * self.batch_size)
+            for i, result in self._decode_stream(loaded):
+                u = utterances[i]
+                if isinstance(result, Exception):
+                    done[i] = {"id": u.id, "audio": u.audio, "text": None, "error": str(result)}
+                else:
+                    text = self.tokenizer.decode(result).strip()
+                    done[i] = {"id": u.id, "audio": u.audio, "text": text, "duration_s": durations[i]}
+                while next_out in done:
+                    rec = done.pop(next_out)
+                    if on_result:
+                        on_result(rec)
+                    yield rec
+                    next_out += 1

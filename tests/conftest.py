@@ -1,0 +1,28 @@
+"""Test setup: CPU only, 8 fake devices (set before JAX is imported anywhere)."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE = REPO / "data" / "fixture"
+
+
+@pytest.fixture(scope="session")
+def fixture_manifest() -> Path:
+    return FIXTURE / "manifest.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_en():
+    """The real tiny.en teacher from the bundled CTranslate2 weights (loaded once)."""
+    from jaxwhisper.models.weights import resolve_model
+
+    return resolve_model("tiny.en")

@@ -1,0 +1,199 @@
+"""The Flax Whisper module: configs, cache decoding, gates, clipped softmax, sow points."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxwhisper.models.attention import clipped_softmax
+from jaxwhisper.models.config import PRESETS, WhisperConfig, preset
+from jaxwhisper.models.whisper import Whisper, init_kv_cache, init_params, param_shapes
+
+TINY = WhisperConfig(
+    n_mels=80,
+    n_audio_ctx=50,
+    n_text_ctx=32,
+    n_vocab=100,
+    d_model=64,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    ffn_dim=128,
+)
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("name", ["tiny.en", "base", "small.en", "large-v2", "large-v3"])
+def test_preset_param_counts_match_transformers(name):
+    """Parameter counts against transformers' own model built on the meta device."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    c = PRESETS[name]
+    hf = transformers.WhisperConfig(
+        vocab_size=c.n_vocab,
+        num_mel_bins=c.n_mels,
+        encoder_layers=c.encoder_layers,
+        decoder_layers=c.decoder_layers,
+        encoder_attention_heads=c.n_heads,
+        decoder_attention_heads=c.n_heads,
+        d_model=c.d_model,
+        encoder_ffn_dim=c.ffn_dim,
+        decoder_ffn_dim=c.ffn_dim,
+    )
+    with torch.device("meta"):
+        model = transformers.WhisperForConditionalGeneration(hf)
+    # proj_out is tied to the token embedding, so counted once on both sides.
+    expected = sum(p.numel() for p in model.parameters())
+    assert _count(param_shapes(c)) == expected
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown WhisperConfig keys"):
+        WhisperConfig.from_dict({"d_model": 64, "n_head": 4})
+    with pytest.raises(ValueError, match="gate must be one of"):
+        preset("tiny.en", gate="sometimes")
+    with pytest.raises(ValueError, match="divisible"):
+        WhisperConfig(d_model=65, n_heads=4)
+    with pytest.raises(ValueError, match="unknown Whisper size"):
+        preset("huge")
+    assert preset("large-v3").n_mels == 128 and preset("large-v3").n_vocab == 51866
+    assert preset("tiny.en").n_vocab == 51864 and preset("tiny").n_vocab == 51865
+
+
+@pytest.fixture(scope="module")
+def tiny_params():
+    return init_params(TINY, jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs():
+    rng = np.random.default_rng(0)
+    mel = rng.normal(size=(2, TINY.n_mels, TINY.n_frames)).astype(np.float32)
+    tokens = rng.integers(0, TINY.n_vocab, size=(2, 9)).astype(np.int32)
+    return mel, tokens
+
+
+def test_cached_decoding_equals_teacher_forcing(tiny_params, tiny_inputs):
+    mel, tokens = tiny_inputs
+    model = Whisper(TINY)
+    v = {"params": tiny_params}
+    full = model.apply(v, mel, tokens)
+    cross = model.apply(v, model.apply(v, mel, method=Whisper.encode), method=Whisper.cross_kv)
+    cache = init_kv_cache(TINY, 2)
+    # A 3-token prefix in one call, then one token at a time.
+    logits, cache = model.apply(v, tokens[:, :3], cross, cache, 0, method=Whisper.decode)
+    steps = [logits]
+    for t in range(3, tokens.shape[1]):
+        logits, cache = model.apply(v, tokens[:, t : t + 1], cross, cache, t, method=Whisper.decode)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_mask_hides_the_future(tiny_params, tiny_inputs):
+    mel, tokens = tiny_inputs
+    changed = tokens.copy()
+    changed[:, 5:] = (changed[:, 5:] + 1) % TINY.n_vocab
+    model = Whisper(TINY)
+    a = model.apply({"params": tiny_params}, mel, tokens)
+    b = model.apply({"params": tiny_params}, mel, changed)
+    np.testing.assert_array_equal(a[:, :5], b[:, :5])
+    assert np.abs(a[:, 5:] - b[:, 5:]).max() > 1e-3
+
+
+def test_clipped_softmax_matches_formula():
+    x = np.random.default_rng(1).normal(size=(3, 7)).astype(np.float32) * 4
+    p = np.exp(x - x.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    gamma, zeta = -0.03, 1.0
+    expected = np.clip((zeta - gamma) * p + gamma, 0, 1)
+    np.testing.assert_allclose(clipped_softmax(x, gamma, zeta), expected, atol=1e-6)
+    np.testing.assert_allclose(clipped_softmax(x, 0.0, 1.0), p, atol=1e-6)
+    assert (np.asarray(clipped_softmax(x, gamma, zeta)) == 0).any()  # exact zeros are reachable
+
+
+@pytest.mark.parametrize("gate", ["shared", "per_head"])
+def test_gate_formula(gate, tiny_params, tiny_inputs):
+    """Gated context == sigmoid(G(x)) / pi_init * ungated context, G as DESIGN.md says."""
+    import flax.traverse_util as tu
+
+    config = TINY.replace(gate=gate, gate_init_std=0.5, gate_pi_init=0.8)
+    gated = tu.flatten_dict(init_params(config, jax.random.PRNGKey(1)))
+    # The same non-gate weights as the ungated model, so only the gate differs.
+    gated.update(tu.flatten_dict(tiny_params))
+    gated = tu.unflatten_dict(gated)
+    mel, tokens = tiny_inputs
+    get = lambda c, p: Whisper(c).apply({"params": p}, mel, tokens, mutable=["intermediates"])[1][
+        "intermediates"
+    ]["decoder"]["layers_0"]["self_attn"]
+    plain, inter = get(TINY, tiny_params), get(config, gated)
+    # x: the layer-normed block input, recomputed in numpy.
+    blk = tiny_params["decoder"]["layers_0"]
+    emb = np.asarray(tiny_params["decoder"]["embed_tokens"]["embedding"])[tokens]
+    h = emb + np.asarray(tiny_params["decoder"]["embed_positions"])[: tokens.shape[1]]
+    mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+    x = (h - mu) / np.sqrt(var + 1e-5) * blk["self_attn_layer_norm"]["scale"] + blk["self_attn_layer_norm"][
+        "bias"
+    ]
+    attn = gated["decoder"]["layers_0"]["self_attn"]
+    if gate == "shared":
+        logits = x @ np.asarray(attn["gate_proj"]["kernel"]) + np.asarray(attn["gate_proj"]["bias"])
+    else:
+        xs = x.reshape(*x.shape[:2], 4, 16)
+        logits = np.einsum("bqhd,hd->bqh", xs, attn["gate_kernel"]) + np.asarray(attn["gate_bias"])
+    g = 1 / (1 + np.exp(-logits)) / 0.8
+    np.testing.assert_allclose(inter["gate"][0], g, atol=1e-5)
+    ctx = np.asarray(plain["context"][0]).reshape(2, 9, 4, 16) * g[..., None]
+    np.testing.assert_allclose(inter["context"][0], ctx.reshape(2, 9, 64), atol=1e-5)
+    assert g.std() > 0.01  # the gate varies per token, so the check above means something
+
+
+def test_sow_points_and_their_cost(tiny_params, tiny_inputs):
+    mel, tokens = tiny_inputs
+    model = Whisper(TINY)
+    plain = model.apply({"params": tiny_params}, mel, tokens)
+    logits, state = model.apply({"params": tiny_params}, mel, tokens, mutable=["intermediates"])
+    np.testing.assert_array_equal(plain, logits)
+    enc0 = state["intermediates"]["encoder"]["layers_0"]
+    dec1 = state["intermediates"]["decoder"]["layers_1"]
+    assert enc0["self_attn"]["attn_probs"][0].shape == (2, 4, 50, 50)
+    assert enc0["self_attn"]["context"][0].shape == (2, 50, 64)
+    assert enc0["self_attn"]["out"][0].shape == (2, 50, 64)
+    assert enc0["block_out"][0].shape == (2, 50, 64)
+    assert dec1["encoder_attn"]["attn_probs"][0].shape == (2, 4, 9, 50)
+    assert dec1["block_out"][0].shape == (2, 9, 64)
+    # Without the collection, nothing is sown: the jaxpr has no extra outputs.
+    n_out = len(jax.make_jaxpr(lambda p: model.apply({"params": p}, mel, tokens))(tiny_params).out_avals)
+    assert n_out == 1
+
+
+def test_bf16_compute_keeps_f32_params_and_is_close(tiny_params, tiny_inputs):
+    mel, tokens = tiny_inputs
+    f32 = Whisper(TINY).apply({"params": tiny_params}, mel, tokens)
+    bf16 = Whisper(TINY.replace(dtype="bfloat16")).apply({"params": tiny_params}, mel, tokens)
+    assert bf16.dtype == jnp.float32  # logits are computed in f32
+    assert np.abs(np.asarray(bf16) - np.asarray(f32)).max() < 0.1 * np.abs(np.asarray(f32)).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gate", ["shared", "per_head"])
+def test_gates_at_init_barely_move_the_real_teacher(gate, tiny_en, fixture_manifest):
+    """tiny.en with gates added as configured: logits move < 1e-3 relative on real speech;
+    with gate='none' the model is the teacher exactly."""
+    from jaxwhisper.data.audio import load_audio
+    from jaxwhisper.data.features import log_mel_numpy
+    from jaxwhisper.models.weights import resolve_model
+
+    audio = load_audio(fixture_manifest.parent / "audio" / "mfa__falsetto.flac")
+    mel = log_mel_numpy(audio)[None]
+    tokens = np.array([[50257, 50362, 639, 318, 477, 845, 1029]], np.int32)
+    teacher = Whisper(tiny_en.config).apply({"params": tiny_en.params}, mel, tokens)
+    same = resolve_model("tiny.en", gate="none")
+    np.testing.assert_array_equal(Whisper(same.config).apply({"params": same.params}, mel, tokens), teacher)
+    gated = resolve_model("tiny.en", gate=gate)
+    moved = Whisper(gated.config).apply({"params": gated.params}, mel, tokens)
+    rel = float(jnp.linalg.norm(moved - teacher) / jnp.linalg.norm(teacher))
+    print(f"\n{gate}: relative logit change at init {rel:.2e}")
+    assert 0 < rel < 1e-3

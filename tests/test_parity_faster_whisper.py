@@ -1,0 +1,132 @@
+"""Parity with faster-whisper / CTranslate2 on the same tiny.en weights and real speech.
+
+Settings on both sides: greedy, English, no VAD, no timestamps, no previous-text
+conditioning, no temperature fallback, float32.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxwhisper.data.audio import load_audio
+from jaxwhisper.data.features import N_SAMPLES, log_mel_numpy
+from jaxwhisper.metrics import normalize_text, word_error_rate
+from jaxwhisper.models.weights import bundled_model_files
+from jaxwhisper.models.whisper import Whisper
+from jaxwhisper.transcribe import Transcriber
+
+faster_whisper = pytest.importorskip("faster_whisper")
+ctranslate2 = pytest.importorskip("ctranslate2")
+
+pytestmark = [pytest.mark.parity, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def clips(fixture_manifest):
+    rows = [json.loads(line) for line in fixture_manifest.read_text().splitlines()]
+    out = []
+    for r in rows:
+        audio = load_audio(fixture_manifest.parent / r["audio"])
+        if audio.shape[0] <= N_SAMPLES:
+            out.append((r, audio))
+    assert len(out) >= 50
+    return out
+
+
+@pytest.fixture(scope="module")
+def ct2_dir():
+    parts, tok_dir = bundled_model_files("tiny.en")
+    return str(tok_dir)
+
+
+@pytest.fixture(scope="module")
+def fw_texts(clips, ct2_dir):
+    model = faster_whisper.WhisperModel(ct2_dir, device="cpu", compute_type="float32", cpu_threads=2)
+    texts = []
+    for _, audio in clips:
+        segments, _ = model.transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            no_speech_threshold=None,
+            log_prob_threshold=None,
+            compression_ratio_threshold=None,
+        )
+        texts.append("".join(s.text for s in segments).strip())
+    return texts
+
+
+@pytest.fixture(scope="module")
+def our_texts(clips, tiny_en):
+    return Transcriber(tiny_en, batch_size=16).transcribe_arrays([a for _, a in clips])
+
+
+def test_transcripts_match_faster_whisper(clips, fw_texts, our_texts):
+    diff = word_error_rate(fw_texts, our_texts)
+    refs = [r["text"] for r, _ in clips]
+    ours, theirs = word_error_rate(refs, our_texts), word_error_rate(refs, fw_texts)
+    mismatches = [(a, b) for a, b in zip(fw_texts, our_texts) if normalize_text(a) != normalize_text(b)]
+    print(
+        f"\nWER vs faster-whisper {diff.wer:.2f}%; vs refs: ours {ours.wer:.2f}%, "
+        f"faster-whisper {theirs.wer:.2f}% ({len(clips)} clips); mismatches: {mismatches}"
+    )
+    assert diff.wer <= 1.0
+    assert abs(ours.wer - theirs.wer) <= 0.5
+
+
+def _torch_f64_encoder(tiny_en, mel):
+    """The same weights in transformers' PyTorch encoder, evaluated in float64."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from jaxwhisper.models.ctranslate2_format import read_model_bin
+    from jaxwhisper.models.weights import ct2_to_hf_state_dict
+
+    c = tiny_en.config
+    hf_config = transformers.WhisperConfig(
+        vocab_size=c.n_vocab,
+        num_mel_bins=c.n_mels,
+        encoder_layers=c.encoder_layers,
+        decoder_layers=c.decoder_layers,
+        encoder_attention_heads=c.n_heads,
+        decoder_attention_heads=c.n_heads,
+        d_model=c.d_model,
+        encoder_ffn_dim=c.ffn_dim,
+        decoder_ffn_dim=c.ffn_dim,
+    )
+    model = transformers.WhisperForConditionalGeneration(hf_config).double().eval()
+    parts, _ = bundled_model_files("tiny.en")
+    _, sd = ct2_to_hf_state_dict(read_model_bin(parts)[1], "tiny.en")
+    missing, _ = model.model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
+    assert not [k for k in missing if "proj_out" not in k]
+    with torch.no_grad():
+        return model.model.encoder(torch.from_numpy(mel.astype(np.float64))).last_hidden_state.numpy()
+
+
+def test_encoder_matches_ctranslate2(clips, ct2_dir, tiny_en):
+    """Encoder output against CTranslate2 and against a float64 evaluation of the same weights.
+
+    Tolerance 2.5e-3, not the 1e-3 first asked for, and the reason, measured on these clips:
+    the largest differences sit in tiny.en's outlier dimensions (142, 354), where the
+    residual stream reaches the hundreds; there CTranslate2's own f32 output is ~2.8e-3 away
+    from float64 and ours ~2.8e-3 too, in other directions. Two f32 runtimes cannot agree
+    better than each agrees with the exact result, so we also assert that ours is no less
+    accurate than CTranslate2's (within 25%). Frames without outliers agree to ~3e-5.
+    """
+    model = ctranslate2.models.Whisper(ct2_dir, device="cpu", compute_type="float32", intra_threads=2)
+    mel = np.stack([log_mel_numpy(a) for _, a in clips[:4]])
+    theirs = np.asarray(model.encode(ctranslate2.StorageView.from_array(mel)))
+    ours = np.asarray(Whisper(tiny_en.config).apply({"params": tiny_en.params}, mel, method=Whisper.encode))
+    exact = _torch_f64_encoder(tiny_en, mel)
+    err = np.abs(ours - theirs)
+    ours_exact, theirs_exact = np.abs(ours - exact).max(), np.abs(theirs - exact).max()
+    print(
+        f"\nencoder vs CTranslate2: max {err.max():.2e}, median {np.median(err):.1e}; "
+        f"vs float64: ours {ours_exact:.2e}, CTranslate2 {theirs_exact:.2e}"
+    )
+    assert err.max() <= 2.5e-3
+    assert ours_exact <= 1.25 * theirs_exact
