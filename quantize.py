@@ -7,5 +7,8 @@ pretending to quantize.
 import sys
 
 if __name__ == "__main__":
-    print("quantize.py: INT8 post-training quantization is not built yet (see the quantization issue)", file=sys.stderr)
+    print(
+        "quantize.py: INT8 post-training quantization is not built yet (see the quantization issue)",
+        file=sys.stderr,
+    )
     sys.exit(2)

@@ -7,5 +7,8 @@ pretending to train.
 import sys
 
 if __name__ == "__main__":
-    print("train.py: distillation training is not built yet (see the project's distillation issue)", file=sys.stderr)
+    print(
+        "train.py: distillation training is not built yet (see the project's distillation issue)",
+        file=sys.stderr,
+    )
     sys.exit(2)

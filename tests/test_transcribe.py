@@ -68,7 +68,10 @@ def test_long_audio_is_chunked_not_truncated(tiny_en, fixture_manifest):
     t = Transcriber(tiny_en, batch_size=4)
     text = t.transcribe_arrays([long])[0]
     ref = " ".join(u.text for u in rows)
-    whole, lines = word_error_rate([ref], [text]), word_error_rate([u.text for u in rows], t.transcribe_arrays(clips))
+    whole, lines = (
+        word_error_rate([ref], [text]),
+        word_error_rate([u.text for u in rows], t.transcribe_arrays(clips)),
+    )
     print(f"\nlong-form WER {whole.wer:.1f}% vs line by line {lines.wer:.1f}%")
     assert whole.wer <= lines.wer + 5.0
     norm = normalize_text(text)
