@@ -30,6 +30,14 @@ def _load_model(spec: str, **overrides):
         raise CliError(str(e)) from None
 
 
+def _open_output(path: str):
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w")
+    except OSError as e:
+        raise CliError(f"{path}: cannot write output ({e.strerror})") from None
+
+
 def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
@@ -44,7 +52,7 @@ def cmd_transcribe(args) -> int:
         raise CliError("no inputs: give audio files or .jsonl manifests")
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(model, batch_size=args.batch_size, padding=args.padding, language=args.language)
-    out = open(args.output, "w") if args.output else sys.stdout
+    out = _open_output(args.output) if args.output else sys.stdout
     audio_s, failed, refs, hyps = 0.0, [], [], []
     start = time.perf_counter()
     bar = tqdm(total=len(utterances), unit="clip", desc="transcribe", file=sys.stderr, dynamic_ncols=True)
