@@ -57,7 +57,9 @@ def run_faster_whisper(clips, compute_type: str) -> tuple[list[str], float]:
     import faster_whisper
 
     _, model_dir = bundled_model_files("tiny.en")
-    model = faster_whisper.WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=2)
+    model = faster_whisper.WhisperModel(
+        str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=2
+    )
     texts = []
     start = time.perf_counter()
     for audio in clips:
@@ -79,7 +81,9 @@ def run_faster_whisper(clips, compute_type: str) -> tuple[list[str], float]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--manifest", default=str(SHARED if SHARED.exists() else REPO / "data/fixture/manifest.jsonl"))
+    p.add_argument(
+        "--manifest", default=str(SHARED if SHARED.exists() else REPO / "data/fixture/manifest.jsonl")
+    )
     p.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--skip-int8", action="store_true")

@@ -138,6 +138,8 @@ class Transcriber:
       batch_size: clips per device call; the last batch is padded to it.
       padding: log-mel padding convention ("log_mel" matches faster-whisper).
       language, task: prefix of multilingual models.
+      sort_window: rows gathered before batching by length (default 4 batches); 1 keeps
+        the input order.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class Transcriber:
         padding: str = "log_mel",
         language: str = "en",
         task: str = "transcribe",
+        sort_window: Optional[int] = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -154,6 +157,7 @@ class Transcriber:
             raise ValueError(f"{model.source}: no tokenizer.json found beside the weights")
         self.model = model
         self.batch_size = batch_size
+        self.sort_window = sort_window or 4 * batch_size
         self.tokenizer = WhisperTokenizer(
             model.tokenizer_dir, model.config.is_multilingual, language=language, task=task
         )
@@ -181,9 +185,10 @@ class Transcriber:
         """Decodes `(key, audio | Exception)` items; yields `(key, token ids | Exception)`.
 
         Clips longer than 30 s are split into overlapping windows (`chunk_audio`); their rows
-        share a batch with other clips and are merged when all have been decoded. Results
-        come back in completion order; batches are dispatched asynchronously, so the next
-        clips are read while the device works.
+        share a batch with other clips and are merged when all have been decoded. Rows are
+        gathered `sort_window` at a time and batched by length. Results come back in
+        completion order; batches are dispatched asynchronously, so the next clips are read
+        while the device works.
         """
         rows: list[tuple[int, int, np.ndarray]] = []  # (key, window index, samples)
         parts: dict[int, list] = {}
@@ -206,18 +211,28 @@ class Transcriber:
             in_flight = flight
             return ready
 
+        def flush_pool():
+            # Longest first, so that rows of a batch finish decoding at about the same step:
+            # the while loop runs until its slowest row is done.
+            pool.sort(key=lambda r: -r[2].shape[0])
+            while len(pool) >= self.batch_size or (pool and final):
+                rows.extend(pool[: self.batch_size])
+                del pool[: self.batch_size]
+                yield from dispatch()
+
+        pool: list[tuple[int, int, np.ndarray]] = []
+        final = False
         for key, audio in items:
             if isinstance(audio, Exception):
                 yield key, audio
                 continue
             windows = chunk_audio(audio)
             parts[key] = [None] * len(windows)
-            for k, w in enumerate(windows):
-                rows.append((key, k, w))
-                if len(rows) == self.batch_size:
-                    yield from dispatch()
-        if rows:
-            yield from dispatch()
+            pool.extend((key, k, w) for k, w in enumerate(windows))
+            if len(pool) >= self.sort_window:
+                yield from flush_pool()
+        final = True
+        yield from flush_pool()
         if in_flight is not None:
             yield from finish(in_flight)
 

@@ -23,11 +23,50 @@ import jax.numpy as jnp
 
 from jaxwhisper.models.config import WhisperConfig
 
-KVCache = dict  # {"k": [batch, max_len, heads, head_dim], "v": same}
+# Keys and values are kept head-major, [batch, heads, len, head_dim], so that the per-step
+# decoder matmuls read them in place (a [batch, len, heads, head_dim] layout made XLA
+# transpose the whole cross-attention cache at every decoding step).
+KVCache = dict  # {"k": [batch, heads, max_len, head_dim], "v": same}
 
 
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
+
+
+def _query_block(length: int, target: int = 256) -> int:
+    """The largest divisor of `length` not above `target` (1500 -> 250)."""
+    return max(b for b in range(1, min(length, target) + 1) if length % b == 0)
+
+
+def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, probs_fn, block: int) -> jax.Array:
+    """Non-causal attention one batch row and `block` queries at a time.
+
+    Same result as the dense computation, but the [heads, block, keys] score tile stays in
+    cache instead of a [batch, heads, 1500, 1500] tensor going through memory: 4.6x faster
+    for tiny.en's encoder on 2 CPU cores (bench/transcribe_throughput.py).
+
+    Args:
+      q: [batch, heads, q, head_dim], already scaled. k, v: [batch, heads, k, head_dim].
+      probs_fn: scores -> probabilities (softmax or clipped softmax), in f32.
+      block: queries per tile; must divide q.
+
+    Returns:
+      Context [batch, heads, q, head_dim].
+    """
+    n_heads, n_q, head_dim = q.shape[1:]
+
+    def row(args):
+        qr, kr, vr = args  # [heads, len, head_dim]
+        tiles = qr.reshape(n_heads, n_q // block, block, head_dim).transpose(1, 0, 2, 3)
+
+        def tile(qt):
+            scores = jnp.einsum("hqd,hkd->hqk", qt, kr, preferred_element_type=jnp.float32)
+            return jnp.einsum("hqk,hkd->hqd", probs_fn(scores).astype(vr.dtype), vr)
+
+        out = jax.lax.map(tile, tiles)  # [tiles, heads, block, head_dim]
+        return out.transpose(1, 0, 2, 3).reshape(n_heads, n_q, head_dim)
+
+    return jax.lax.map(row, (q, k, v))
 
 
 def clipped_softmax(scores: jax.Array, gamma: float, zeta: float) -> jax.Array:
@@ -76,9 +115,13 @@ class MultiHeadAttention(nn.Module):
     def _split(self, x: jax.Array) -> jax.Array:
         return x.reshape(*x.shape[:-1], self.config.n_heads, self.config.head_dim)
 
+    def _heads(self, x: jax.Array) -> jax.Array:
+        """[batch, len, embed] -> [batch, heads, len, head_dim]."""
+        return self._split(x).transpose(0, 2, 1, 3)
+
     def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Keys and values of `x` [batch, len, embed] -> two [batch, len, heads, head_dim]."""
-        return self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        """Keys and values of `x` [batch, len, embed] -> two [batch, heads, len, head_dim]."""
+        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
 
     def _gate(self, x: jax.Array) -> Optional[jax.Array]:
         """Gate values [batch, q, 1 or heads] in f32, or None without a gate."""
@@ -105,7 +148,7 @@ class MultiHeadAttention(nn.Module):
 
         Args:
           x: queries' input [batch, q, embed] (already layer-normed).
-          kv: cross-attention keys and values, each [batch, k, heads, head_dim].
+          kv: cross-attention keys and values, each [batch, heads, k, head_dim].
           cache: self-attention cache; the keys/values of `x` are written at `offset`.
           offset: position of x[:, 0] in the sequence (decoding with a cache).
 
@@ -113,26 +156,48 @@ class MultiHeadAttention(nn.Module):
           The output [batch, q, embed] and the updated cache (None without one).
         """
         c = self.config
-        q = self._split(self.q_proj(x)) * (c.head_dim**-0.5)
+        q = self._heads(self.q_proj(x)) * (c.head_dim**-0.5)
         new_cache = None
         if kv is not None:
             k, v = kv
         else:
             k, v = self.project_kv(x)
             if cache is not None:
-                start = (0, offset, 0, 0)
+                start = (0, 0, offset, 0)
                 k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
                 v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
                 new_cache = {"k": k, "v": v}
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        probs_fn = lambda s: clipped_softmax(s, c.softmax_clip_gamma, c.softmax_clip_zeta)  # noqa: E731
+        n_q = x.shape[1]
+        if self._use_blocked(n_q, kv, cache):
+            ctx = blocked_attention(q, k.astype(q.dtype), v.astype(c.dtype), probs_fn, _query_block(n_q))
+            return self._finish(x, ctx.transpose(0, 2, 1, 3)), new_cache
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
         if self.causal:
-            q_pos = offset + jnp.arange(x.shape[1])
-            k_pos = jnp.arange(k.shape[1])
+            q_pos = offset + jnp.arange(n_q)
+            k_pos = jnp.arange(k.shape[2])
             visible = k_pos[None, :] <= q_pos[:, None]
             scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
-        probs = clipped_softmax(scores, c.softmax_clip_gamma, c.softmax_clip_zeta)
+        probs = probs_fn(scores)
         self.sow("intermediates", "attn_probs", probs)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(c.dtype), v.astype(c.dtype))
+        ctx = jnp.einsum("bhqk,bhkd->bqhd", probs.astype(c.dtype), v.astype(c.dtype))
+        return self._finish(x, ctx), new_cache
+
+    def _use_blocked(self, n_q: int, kv, cache) -> bool:
+        # Long non-causal self-attention (the encoder), unless intermediates are being
+        # collected: then the full probabilities are needed for `attn_probs`.
+        return (
+            n_q >= 512
+            and kv is None
+            and cache is None
+            and not self.causal
+            and not self.is_mutable_collection("intermediates")
+            and _query_block(n_q) >= 64
+        )
+
+    def _finish(self, x: jax.Array, ctx: jax.Array) -> jax.Array:
+        """Gate, merge heads, output projection (with their sow points)."""
+        c = self.config
         gate = self._gate(x)
         if gate is not None:
             self.sow("intermediates", "gate", gate)
@@ -141,4 +206,4 @@ class MultiHeadAttention(nn.Module):
         self.sow("intermediates", "context", ctx)
         out = self.out_proj(ctx)
         self.sow("intermediates", "out", out)
-        return out, new_cache
+        return out

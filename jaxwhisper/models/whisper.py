@@ -192,8 +192,8 @@ class Whisper(nn.Module):
 
 
 def init_kv_cache(config: WhisperConfig, batch: int, max_len: Optional[int] = None) -> list[KVCache]:
-    """Zeroed self-attention caches, one per decoder layer, [batch, max_len, heads, head_dim]."""
-    shape = (batch, max_len or config.n_text_ctx, config.n_heads, config.head_dim)
+    """Zeroed self-attention caches, one per decoder layer, [batch, heads, max_len, head_dim]."""
+    shape = (batch, config.n_heads, max_len or config.n_text_ctx, config.head_dim)
     return [
         {"k": jnp.zeros(shape, config.dtype), "v": jnp.zeros(shape, config.dtype)}
         for _ in range(config.decoder_layers)

@@ -197,3 +197,22 @@ def test_gates_at_init_barely_move_the_real_teacher(gate, tiny_en, fixture_manif
     rel = float(jnp.linalg.norm(moved - teacher) / jnp.linalg.norm(teacher))
     print(f"\n{gate}: relative logit change at init {rel:.2e}")
     assert 0 < rel < 1e-3
+
+
+@pytest.mark.parametrize("gate, gamma", [("none", 0.0), ("shared", -0.03)])
+def test_blocked_encoder_attention_equals_dense(gate, gamma):
+    """Long encoder self-attention runs in query tiles unless intermediates are collected;
+    both paths give the same output."""
+    config = TINY.replace(n_audio_ctx=600, gate=gate, gate_init_std=0.3, softmax_clip_gamma=gamma)
+    params = init_params(config, jax.random.PRNGKey(2))
+    mel = np.random.default_rng(3).normal(size=(2, config.n_mels, config.n_frames)).astype(np.float32)
+    model = Whisper(config)
+    blocked = model.apply({"params": params}, mel, method=Whisper.encode)
+    dense, state = model.apply({"params": params}, mel, method=Whisper.encode, mutable=["intermediates"])
+    assert state["intermediates"]["encoder"]["layers_0"]["self_attn"]["attn_probs"][0].shape == (
+        2,
+        4,
+        600,
+        600,
+    )
+    np.testing.assert_allclose(blocked, dense, atol=1e-5, rtol=1e-5)
