@@ -1,4 +1,4 @@
-"""Parity with faster-whisper / CTranslate2 on the same tiny.en weights and real speech.
+"""Parity with faster-whisper / CTranslate2 on the same weights (tiny.en, base) and real speech.
 
 Settings on both sides: greedy, English, no VAD, no timestamps, no previous-text
 conditioning, no temperature fallback, float32.
@@ -40,9 +40,8 @@ def ct2_dir():
     return str(tok_dir)
 
 
-@pytest.fixture(scope="module")
-def fw_texts(clips, ct2_dir):
-    model = faster_whisper.WhisperModel(ct2_dir, device="cpu", compute_type="float32", cpu_threads=2)
+def faster_whisper_texts(model_dir: str, clips) -> list[str]:
+    model = faster_whisper.WhisperModel(model_dir, device="cpu", compute_type="float32", cpu_threads=2)
     texts = []
     for _, audio in clips:
         segments, _ = model.transcribe(
@@ -62,6 +61,11 @@ def fw_texts(clips, ct2_dir):
 
 
 @pytest.fixture(scope="module")
+def fw_texts(clips, ct2_dir):
+    return faster_whisper_texts(ct2_dir, clips)
+
+
+@pytest.fixture(scope="module")
 def our_texts(clips, tiny_en):
     return Transcriber(tiny_en, batch_size=16).transcribe_arrays([a for _, a in clips])
 
@@ -77,6 +81,26 @@ def test_transcripts_match_faster_whisper(clips, fw_texts, our_texts):
     )
     assert diff.wer <= 1.0
     assert abs(ours.wer - theirs.wer) <= 0.5
+
+
+def test_base_multilingual_matches_faster_whisper(clips, tmp_path):
+    """The multilingual base model (two-part package, language/task prefix) on 16 clips."""
+    import shutil
+
+    from jaxwhisper.models.weights import resolve_model
+
+    parts, tok_dir = bundled_model_files("base")
+    with open(tmp_path / "model.bin", "wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(tok_dir / name, tmp_path / name)
+    subset = clips[:16]
+    theirs = faster_whisper_texts(str(tmp_path), subset)
+    ours = Transcriber(resolve_model("base"), batch_size=8).transcribe_arrays([a for _, a in subset])
+    diff = word_error_rate(theirs, ours)
+    print(f"\nbase: WER vs faster-whisper {diff.wer:.2f}% on {len(subset)} clips")
+    assert diff.wer <= 1.0
 
 
 def _torch_f64_encoder(tiny_en, mel):
