@@ -125,9 +125,12 @@ def test_gate_formula(gate, tiny_params, tiny_inputs):
     gated.update(tu.flatten_dict(tiny_params))
     gated = tu.unflatten_dict(gated)
     mel, tokens = tiny_inputs
-    get = lambda c, p: Whisper(c).apply({"params": p}, mel, tokens, mutable=["intermediates"])[1][
-        "intermediates"
-    ]["decoder"]["layers_0"]["self_attn"]
+
+    def get(c, p):
+        return Whisper(c).apply({"params": p}, mel, tokens, mutable=["intermediates"])[1]["intermediates"][
+            "decoder"
+        ]["layers_0"]["self_attn"]
+
     plain, inter = get(TINY, tiny_params), get(config, gated)
     # x: the layer-normed block input, recomputed in numpy.
     blk = tiny_params["decoder"]["layers_0"]

@@ -1,0 +1,262 @@
+"""Data sources named by one spec string, usable in configs and on the command line.
+
+    SPEC := [KIND ":"] LOCATION ["@" SPLIT] ["?" KEY=VALUE ("&" KEY=VALUE)*]
+
+| spec | source |
+|---|---|
+| `data/fixture/manifest.jsonl`, `jsonl:PATH` | JSONL manifest, rows `{"id", "audio" (relative to the manifest or absolute), "text"?}` |
+| `audiofolder:DIR[@SPLIT]` | Hugging Face audiofolder layout: `DIR[/SPLIT]/metadata.{jsonl,csv}` with `file_name` and a text column (`text`, `transcription` or `sentence`; `?text=COL` to choose) |
+| `hf:REPO@SPLIT?config=C&text=COL&id=COL&audio=COL&streaming=1` | a Hugging Face dataset |
+| `CORPUS@SPLIT[?config=C]` | a corpus of the paper (`corpora.py`: librispeech, common_voice, peoples_speech, voxpopuli, tedlium, fleurs, gigaspeech) with its columns and cleaning |
+
+Hub sources accept `data_files=GLOB` to read local parquet/arrow files with the same schema
+instead of the hub (how the tests exercise them offline). Audio columns are cast with
+`Audio(decode=False)` and decoded with soundfile by the pipeline.
+
+Map-style sources (`len`, indexing) support the step-exact, pure (seed, step) order of
+`pipeline.py`; streaming sources are read in order (resumed by skipping).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import json
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from jaxwhisper.data.corpora import CORPORA, Cleaner
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
+
+
+class DataSpecError(ValueError):
+    """A spec string that names nothing readable; the message says why."""
+
+
+@dataclasses.dataclass
+class RawExample:
+    """One undecoded example.
+
+    Attributes:
+      id: stable identifier.
+      audio: a file path, or `{"bytes": ..., "path": ...}` as hub audio columns hold it.
+      text: reference transcript (None when unknown).
+      origin: where it came from, for error messages (`manifest.jsonl:12`, `repo[split][7]`).
+      error: set when the row itself is broken; the pipeline counts it as `bad_row`.
+      drop: set when a cleaning rule drops the row; counted as `text_rule`.
+    """
+
+    id: str
+    audio: Union[str, dict, None]
+    text: Optional[str]
+    origin: str
+    error: Optional[str] = None
+    drop: Optional[str] = None
+
+
+class Source:
+    """A named collection of RawExamples."""
+
+    name: str
+    streaming: bool = False
+
+    def __len__(self) -> int:
+        raise TypeError(f"{self.name}: streaming source has no length")
+
+    def __getitem__(self, i: int) -> RawExample:
+        raise TypeError(f"{self.name}: streaming source cannot be indexed")
+
+    def __iter__(self) -> Iterator[RawExample]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class ListSource(Source):
+    def __init__(self, name: str, rows: list[RawExample]):
+        self.name = name
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> RawExample:
+        return self.rows[i]
+
+
+def read_jsonl(path: Path, name: Optional[str] = None) -> ListSource:
+    if not path.exists():
+        raise DataSpecError(f"{path}: no such manifest")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+            audio = Path(row["audio"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            rows.append(RawExample(where, None, None, where, error=f"bad manifest row ({e!r})"))
+            continue
+        audio = audio if audio.is_absolute() else path.parent / audio
+        rows.append(RawExample(str(row.get("id", where)), str(audio), row.get("text"), where))
+    return ListSource(name or path.stem, rows)
+
+
+def read_audiofolder(root: Path, split: Optional[str], text_col: Optional[str]) -> ListSource:
+    base = root / split if split else root
+    if not base.is_dir():
+        raise DataSpecError(f"{base}: no such audio folder")
+    meta_rows: list[dict] = []
+    if (base / "metadata.jsonl").exists():
+        meta_rows = [json.loads(x) for x in (base / "metadata.jsonl").read_text().splitlines() if x.strip()]
+    elif (base / "metadata.csv").exists():
+        with open(base / "metadata.csv", newline="") as f:
+            meta_rows = list(csv.DictReader(f))
+    rows = []
+    if meta_rows:
+        cols = meta_rows[0].keys()
+        col = text_col or next((c for c in ("text", "transcription", "sentence") if c in cols), None)
+        for n, r in enumerate(meta_rows):
+            if "file_name" not in r:
+                raise DataSpecError(f"{base}: metadata row {n} has no file_name")
+            rows.append(
+                RawExample(
+                    Path(r["file_name"]).stem,
+                    str(base / r["file_name"]),
+                    r.get(col) if col else None,
+                    f"{base}/metadata[{n}]",
+                )
+            )
+    else:
+        for p in sorted(x for x in base.rglob("*") if x.suffix.lower() in AUDIO_SUFFIXES):
+            rows.append(RawExample(str(p.relative_to(base).with_suffix("")), str(p), None, str(p)))
+    return ListSource(f"{root.name}{'/' + split if split else ''}", rows)
+
+
+class HFSource(Source):
+    """A Hugging Face dataset (hub or local data files), audio left undecoded."""
+
+    def __init__(
+        self,
+        name: str,
+        ds: Any,
+        text: str,
+        id_col: Optional[str],
+        audio: str,
+        clean: Cleaner,
+        streaming: bool,
+    ):
+        self.name, self.ds, self.text, self.id_col = name, ds, text, id_col
+        self.audio, self.clean, self.streaming = audio, clean, streaming
+
+    def _convert(self, i: int, row: dict) -> RawExample:
+        rid = str(row[self.id_col]) if self.id_col and self.id_col in row else f"{self.name}[{i}]"
+        text = self.clean(row)
+        return RawExample(
+            rid, row.get(self.audio), text, f"{self.name}[{i}]", drop="text_rule" if text is None else None
+        )
+
+    def __len__(self) -> int:
+        if self.streaming:
+            return super().__len__()
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> RawExample:
+        if self.streaming:
+            return super().__getitem__(i)
+        return self._convert(i, self.ds[int(i)])
+
+    def __iter__(self) -> Iterator[RawExample]:
+        for i, row in enumerate(self.ds):
+            yield self._convert(i, row)
+
+
+def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
+    try:
+        import datasets
+    except ImportError:
+        raise DataSpecError(f"{name}: Hugging Face datasets need `pip install datasets`") from None
+    try:
+        if data_files:
+            files = sorted(glob.glob(data_files, recursive=True))
+            if not files:
+                raise DataSpecError(f"{name}: data_files {data_files!r} matches no file")
+            builder = "arrow" if files[0].endswith(".arrow") else "parquet"
+            ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
+        else:
+            ds = datasets.load_dataset(repo, config, split=split, streaming=streaming)
+    except DataSpecError:
+        raise
+    except Exception as e:  # offline, unknown repo or split: one clear line for the user
+        raise DataSpecError(
+            f"{name}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from None
+    if audio_col in (ds.features or {}):
+        ds = ds.cast_column(audio_col, datasets.Audio(decode=False))
+    return ds
+
+
+def parse_spec(spec: str) -> Source:
+    """Turns a data spec string (module docstring) into a Source."""
+    body, _, query = spec.partition("?")
+    opts = {k: v[-1] for k, v in urllib.parse.parse_qs(query, keep_blank_values=True).items()}
+    kind, sep, location = body.partition(":")
+    if not sep or (len(kind) == 1 and location.startswith(("/", "\\"))):  # a bare path (or C:\)
+        kind, location = ("jsonl", body) if body.endswith(".jsonl") else ("", body)
+    location, _, split = location.partition("@")
+    streaming = opts.get("streaming", "0") in ("1", "true", "yes")
+    if kind == "jsonl":
+        return read_jsonl(Path(location), opts.get("name"))
+    if kind == "audiofolder":
+        return read_audiofolder(Path(location), split or None, opts.get("text"))
+    if kind == "hf":
+        if not split:
+            raise DataSpecError(f"{spec}: hub datasets need a split (hf:REPO@SPLIT)")
+        text = opts.get("text", "text")
+        name = opts.get("name", f"{location}@{split}")
+        ds = _load_hf(
+            name,
+            location,
+            opts.get("config"),
+            split,
+            opts.get("data_files"),
+            streaming,
+            opts.get("audio", "audio"),
+        )
+        return HFSource(
+            name, ds, text, opts.get("id"), opts.get("audio", "audio"), lambda row: row.get(text), streaming
+        )
+    if kind in CORPORA or (not kind and location in CORPORA):
+        corpus = CORPORA[kind or location]
+        cname = kind or location
+        if not split:
+            raise DataSpecError(f"{spec}: corpora need a split ({cname}@SPLIT)")
+        config = opts.get("config", corpus.config)
+        name = opts.get("name", f"{cname}{'-' + config if config else ''}@{split}")
+        text_col = opts.get("text")
+        clean = (lambda row: row.get(text_col)) if text_col else corpus.clean
+        ds = _load_hf(
+            name,
+            corpus.repo,
+            config,
+            split,
+            opts.get("data_files"),
+            streaming,
+            opts.get("audio", corpus.audio),
+        )
+        return HFSource(
+            name,
+            ds,
+            text_col or corpus.text,
+            opts.get("id", corpus.id),
+            opts.get("audio", corpus.audio),
+            clean,
+            streaming,
+        )
+    raise DataSpecError(
+        f"{spec!r}: unknown data spec; use a .jsonl path, jsonl:PATH, audiofolder:DIR[@SPLIT], "
+        f"hf:REPO@SPLIT or one of {', '.join(sorted(CORPORA))}@SPLIT"
+    )
