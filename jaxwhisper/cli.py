@@ -1,4 +1,4 @@
-"""`jaxwhisper` command line: transcribe, convert.
+"""`jaxwhisper` command line: transcribe, pseudo-label, convert.
 
 Subcommands only parse flags and call the library. Errors are one line on stderr naming
 the input and the cause, with a non-zero exit status.
@@ -93,6 +93,36 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
+def cmd_pseudo_label(args) -> int:
+    import jax
+    from tqdm import tqdm
+
+    from jaxwhisper.data.sources import DataSpecError, parse_spec
+    from jaxwhisper.pseudo_label import labels_path, pseudo_label
+    from jaxwhisper.transcribe import Transcriber
+
+    try:
+        source = parse_spec(args.data)
+    except DataSpecError as e:
+        raise CliError(str(e)) from None
+    model = _load_model(args.model, dtype=args.dtype)
+    transcriber = Transcriber(model, batch_size=args.batch_size)
+    p, n = jax.process_index(), jax.process_count()
+    total = None if source.streaming else len(range(p, len(source), n))
+    bar = tqdm(total=total, unit="clip", desc="pseudo-label", file=sys.stderr, dynamic_ncols=True)
+    try:
+        stats = pseudo_label(transcriber, source, Path(args.output), p, n, on_row=lambda _: bar.update())
+    finally:
+        bar.close()
+    wer = "n/a" if stats["wer"] is None else f"{stats['wer']:.2f}%"
+    print(
+        f"{labels_path(Path(args.output), p, n)}: {stats['labelled']} labelled, "
+        f"{stats['skipped_existing']} already there, {stats['errors']} errors; pseudo-label WER {wer}",
+        file=sys.stderr,
+    )
+    return 1 if stats["errors"] else 0
+
+
 def cmd_convert(args) -> int:
     from jaxwhisper.models.weights import save_checkpoint
 
@@ -129,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="pad the 30 s window in the log-mel domain (faster-whisper) or the audio (transformers)",
     )
     t.set_defaults(func=cmd_transcribe)
+
+    pl = sub.add_parser("pseudo-label", help="write the teacher's greedy transcripts of a data spec")
+    pl.add_argument("--model", default="tiny.en", help="teacher: tiny.en, base, a path or a hub id")
+    pl.add_argument("--data", required=True, help="data spec (see jaxwhisper/data/sources.py)")
+    pl.add_argument("--output", required=True, help="output directory (resumed if it exists)")
+    pl.add_argument("--batch-size", type=int, default=16)
+    pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    pl.set_defaults(func=cmd_pseudo_label)
 
     c = sub.add_parser("convert", help="write a jaxwhisper (Flax) checkpoint from any supported weights")
     c.add_argument("src", help="tiny.en, base, CTranslate2/HF directory, OpenAI .pt, or hub id")

@@ -10,13 +10,17 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
@@ -166,12 +170,19 @@ class Transcriber:
         decoder = make_greedy_decoder(model.config, options)
         n_mels = model.config.n_mels
 
-        @jax.jit
+        # Rows are sharded over this host's devices (the most that divide the batch size);
+        # params are replicated. Each host decodes its own inputs: no cross-host traffic.
+        devices = jax.local_devices()
+        n_dev = math.gcd(batch_size, len(devices))
+        self.mesh = Mesh(np.asarray(devices[:n_dev]), ("data",))
+        rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
+
+        @functools.partial(jax.jit, in_shardings=(replicated, rows, rows), out_shardings=rows)
         def run(params, audio, lengths):
             return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding))
 
         self._run = run
-        self.params = jax.device_put(model.params)
+        self.params = jax.device_put(model.params, replicated)
 
     def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         audio = np.zeros((self.batch_size, N_SAMPLES), np.float32)

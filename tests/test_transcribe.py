@@ -76,3 +76,17 @@ def test_long_audio_is_chunked_not_truncated(tiny_en, fixture_manifest):
     assert whole.wer <= lines.wer + 5.0
     norm = normalize_text(text)
     assert norm.startswith("from fairest creatures") and norm.endswith("by the grave and thee")
+
+
+def test_eight_devices_give_the_hypotheses_of_one(tiny_en, fixture_manifest):
+    """conftest gives 8 fake CPU devices: batch 8 shards one row per device."""
+    import jax
+
+    assert jax.local_device_count() == 8
+    rows = [u for u in read_manifest(fixture_manifest) if "pocketsphinx" in u.id or "arctic" in u.id][:8]
+    clips = [load_audio(u.audio) for u in rows]
+    sharded = Transcriber(tiny_en, batch_size=8)
+    assert sharded.mesh.devices.size == 8
+    single = Transcriber(tiny_en, batch_size=1)
+    assert single.mesh.devices.size == 1
+    assert sharded.transcribe_arrays(clips) == single.transcribe_arrays(clips)

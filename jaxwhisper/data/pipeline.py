@@ -44,6 +44,8 @@ DROP_REASONS = (
     "too_long",
     "empty_text",
     "text_too_long",
+    "no_pseudo_label",
+    "wer_filter",
 )
 IGNORE = -100
 

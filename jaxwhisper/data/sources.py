@@ -8,6 +8,7 @@
 | `audiofolder:DIR[@SPLIT]` | Hugging Face audiofolder layout: `DIR[/SPLIT]/metadata.{jsonl,csv}` with `file_name` and a text column (`text`, `transcription` or `sentence`; `?text=COL` to choose) |
 | `hf:REPO@SPLIT?config=C&text=COL&id=COL&audio=COL&streaming=1` | a Hugging Face dataset |
 | `CORPUS@SPLIT[?config=C]` | a corpus of the paper (`corpora.py`: librispeech, common_voice, peoples_speech, voxpopuli, tedlium, fleurs, gigaspeech) with its columns and cleaning |
+| any of the above `&pseudo_labels=DIR&max_wer=10` | texts replaced by the teacher's pseudo-labels in DIR; rows over 10% WER dropped |
 
 Hub sources accept `data_files=GLOB` to read local parquet/arrow files with the same schema
 instead of the hub (how the tests exercise them offline). Audio columns are cast with
@@ -174,6 +175,43 @@ class HFSource(Source):
             yield self._convert(i, row)
 
 
+class PseudoLabeledSource(Source):
+    """`base` with its texts replaced by the teacher's pseudo-labels (`jaxwhisper pseudo-label`).
+
+    Rows without a pseudo-label are dropped as `no_pseudo_label`; rows whose pseudo-label is
+    more than `max_wer` percent from the reference as `wer_filter` (rows without a reference
+    are kept, there is nothing to filter them by).
+    """
+
+    def __init__(self, base: Source, labels_dir: str, max_wer: Optional[float]):
+        from jaxwhisper.pseudo_label import read_labels
+
+        self.base, self.max_wer = base, max_wer
+        self.name, self.streaming = base.name, base.streaming
+        self.labels = read_labels(Path(labels_dir))
+        if not self.labels:
+            raise DataSpecError(f"{labels_dir}: no pseudo-labels (labels-*-of-*.jsonl) found")
+
+    def _convert(self, raw: RawExample) -> RawExample:
+        if raw.error or raw.drop:
+            return raw
+        row = self.labels.get(raw.id)
+        if row is None or "pseudo_text" not in row:
+            return dataclasses.replace(raw, drop="no_pseudo_label")
+        if self.max_wer is not None and row.get("wer") is not None and row["wer"] > self.max_wer:
+            return dataclasses.replace(raw, drop="wer_filter")
+        return dataclasses.replace(raw, text=row["pseudo_text"])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> RawExample:
+        return self._convert(self.base[i])
+
+    def __iter__(self) -> Iterator[RawExample]:
+        return (self._convert(r) for r in self.base)
+
+
 def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
     try:
         import datasets
@@ -200,7 +238,20 @@ def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
 
 
 def parse_spec(spec: str) -> Source:
-    """Turns a data spec string (module docstring) into a Source."""
+    """Turns a data spec string (module docstring) into a Source.
+
+    Every kind also takes `pseudo_labels=DIR[&max_wer=W]`: texts replaced by the teacher's
+    pseudo-labels written to DIR, rows over W percent WER dropped.
+    """
+    source = _parse_base(spec)
+    opts = {k: v[-1] for k, v in urllib.parse.parse_qs(spec.partition("?")[2]).items()}
+    if "pseudo_labels" in opts:
+        max_wer = float(opts["max_wer"]) if "max_wer" in opts else None
+        source = PseudoLabeledSource(source, opts["pseudo_labels"], max_wer)
+    return source
+
+
+def _parse_base(spec: str) -> Source:
     body, _, query = spec.partition("?")
     opts = {k: v[-1] for k, v in urllib.parse.parse_qs(query, keep_blank_values=True).items()}
     kind, sep, location = body.partition(":")

@@ -1,0 +1,127 @@
+"""Pseudo-labelling: the teacher's greedy transcripts of a data source, resumable.
+
+Output: `DIR/labels-PPPPP-of-NNNNN.jsonl`, one file per process (process p labels the
+examples whose index is p mod N), rows `{"id", "origin", "text", "pseudo_text", "wer"}`:
+`text` is the reference (null when unknown) and `wer` the pseudo-label's WER against it in
+percent (null without a reference). Rows that cannot be decoded get `"error"` instead and
+are counted. A rerun skips the ids already written, so a killed run resumes; a last line
+cut short by the kill is discarded.
+
+Training reads them back through the `pseudo_labels=DIR&max_wer=W` spec options
+(sources.py): the pseudo-label replaces the text, rows over the threshold are dropped
+(distil-whisper keeps those under 10% WER).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from jaxwhisper.data.audio import AudioError
+from jaxwhisper.data.pipeline import decode_audio_field
+from jaxwhisper.data.sources import Source
+from jaxwhisper.metrics import word_error_rate
+from jaxwhisper.transcribe import Transcriber
+
+log = logging.getLogger(__name__)
+
+
+def labels_path(out_dir: Path, process_index: int, process_count: int) -> Path:
+    return Path(out_dir) / f"labels-{process_index:05d}-of-{process_count:05d}.jsonl"
+
+
+def read_labels(out_dir: Path) -> dict[str, dict]:
+    """All complete rows of every process's file, by id."""
+    rows: dict[str, dict] = {}
+    for f in sorted(Path(out_dir).glob("labels-*-of-*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            rows[row["id"]] = row
+    return rows
+
+
+def _resume(path: Path) -> set[str]:
+    """Ids already labelled in `path`; rewrites it without a torn last line."""
+    if not path.exists():
+        return set()
+    good, done = [], set()
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: discarding a partial line left by an interrupted run", path)
+            continue
+        good.append(line)
+        done.add(row["id"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(x + "\n" for x in good))
+    os.replace(tmp, path)
+    return done
+
+
+def pseudo_label(
+    transcriber: Transcriber,
+    source: Source,
+    out_dir: Path,
+    process_index: int = 0,
+    process_count: int = 1,
+    on_row: Optional[Callable[[dict], None]] = None,
+) -> dict:
+    """Labels this process's share of `source`; returns counts.
+
+    Returns:
+      `{"labelled", "skipped_existing", "errors", "wer"}` where `wer` is the corpus WER of
+      the pseudo-labels against the references written by this call (None without any).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = labels_path(out_dir, process_index, process_count)
+    done = _resume(path)
+    stats = {"labelled": 0, "skipped_existing": 0, "errors": 0}
+    pending: dict[int, object] = {}
+    refs, hyps = [], []
+
+    def items() -> Iterator[tuple[int, object]]:
+        for i, raw in enumerate(source):
+            if i % process_count != process_index:
+                continue
+            if raw.id in done:
+                stats["skipped_existing"] += 1
+                continue
+            pending[i] = raw
+            if raw.error:
+                yield i, AudioError(raw.origin, raw.error)
+                continue
+            try:
+                yield i, decode_audio_field(raw.audio, raw.origin)
+            except AudioError as e:
+                yield i, e
+
+    with open(path, "a") as out:
+        for i, result in transcriber._decode_stream(items()):
+            raw = pending.pop(i)
+            row = {"id": raw.id, "origin": raw.origin, "text": raw.text}
+            if isinstance(result, Exception):
+                row["error"] = str(result)
+                stats["errors"] += 1
+            else:
+                row["pseudo_text"] = transcriber.tokenizer.decode(result).strip()
+                row["wer"] = None
+                if raw.text:
+                    w = word_error_rate([raw.text], [row["pseudo_text"]])
+                    row["wer"] = None if w.utterances == 0 else round(w.wer, 2)
+                    refs.append(raw.text)
+                    hyps.append(row["pseudo_text"])
+                stats["labelled"] += 1
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            if on_row:
+                on_row(row)
+    stats["wer"] = word_error_rate(refs, hyps).wer if refs else None
+    return stats
