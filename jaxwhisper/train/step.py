@@ -1,0 +1,75 @@
+"""The distillation step: a pure function of (state, batch) with the frozen teacher inside.
+
+Features are computed on device from the batch's audio; the teacher runs under
+stop_gradient in the same jitted function; the loss is the global-batch mean of
+losses.distillation_loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxwhisper.data.features import log_mel_batch
+from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.whisper import Whisper
+from jaxwhisper.train.losses import distillation_loss
+from jaxwhisper.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def init_state(params, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(
+    student: WhisperConfig,
+    teacher: WhisperConfig,
+    opt: OptimizerConfig,
+    temperature: float = 2.0,
+    ce_weight: float = 0.8,
+    kl_weight: float = 1.0,
+    padding: str = "log_mel",
+) -> tuple[Callable, optax.GradientTransformation]:
+    """Returns (`train_step(state, teacher_params, batch) -> (state, metrics)`, optimizer).
+
+    batch: `audio` [b, 480000], `audio_len` [b], `decoder_input_ids` and `labels` [b, len].
+    """
+    tx = make_optimizer(opt)
+    schedule = learning_rate_schedule(opt)
+    s_model, t_model = Whisper(student), Whisper(teacher)
+
+    def train_step(state: TrainState, teacher_params, batch):
+        mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=student.n_mels, padding=padding)
+        tokens, labels = batch["decoder_input_ids"], batch["labels"]
+        t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
+
+        def loss_fn(params):
+            s_logits = s_model.apply({"params": params}, mel, tokens)
+            return distillation_loss(s_logits, t_logits, labels, temperature, ce_weight, kl_weight)
+
+        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        opt_step = state.step // max(1, opt.accumulation_steps)
+        metrics = {
+            "train/loss": loss,
+            "train/ce": parts["ce"],
+            "train/kl": parts["kl"],
+            "train/tokens": parts["tokens"],
+            "train/grad_norm": optax.tree.norm(grads),
+            "train/param_norm": optax.tree.norm(params),
+            "train/learning_rate": schedule(opt_step),
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step, tx
