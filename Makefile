@@ -19,7 +19,7 @@ $(VENV)/.base: pyproject.toml | $(BIN)/python
 # openai-whisper is installed without its dependencies because its metadata pulls triton
 # (hundreds of MB, unused on CPU); it is only the reference for the OpenAI .pt parity test.
 $(VENV)/.dev: $(VENV)/.base
-	$(BIN)/pip install -q -e '.[parity,dev]'
+	$(BIN)/pip install -q -e '.[parity,dev,tts]'
 	$(BIN)/pip install -q numba tiktoken more-itertools
 	$(BIN)/pip install -q --no-deps openai-whisper==20250625
 	touch $@

