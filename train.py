@@ -1,14 +1,37 @@
-"""Distillation entry point: `python train.py --config configs/NAME.py --workdir DIR`.
+"""Distillation entry point: flags -> config -> `train_and_evaluate`.
 
-Not built yet: distillation is its own issue. This file says so plainly instead of
-pretending to train.
+    python train.py --config configs/NAME.py[:ARGS] --workdir DIR [--config.key=value ...]
+
+This file is intentionally short; the logic lives in jaxwhisper/train/. Unknown config keys
+(in the file or in overrides) are errors.
 """
 
-import sys
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxwhisper.config import train_config_from_dict
+from jaxwhisper.train.loop import train_and_evaluate
+
+config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+flags.DEFINE_string("workdir", None, "run directory (resumed when it holds checkpoints)")
+flags.DEFINE_bool(
+    "distributed", False, "call jax.distributed.initialize() (multi-host; TPU pods auto-detect)"
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import jax
+
+    if flags.FLAGS.distributed:
+        jax.distributed.initialize()
+    cfg = train_config_from_dict(flags.FLAGS.config.to_dict())
+    train_and_evaluate(cfg, flags.FLAGS.workdir)
+
 
 if __name__ == "__main__":
-    print(
-        "train.py: distillation training is not built yet (see the project's distillation issue)",
-        file=sys.stderr,
-    )
-    sys.exit(2)
+    app.run(main)

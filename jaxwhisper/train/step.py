@@ -31,6 +31,27 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def make_loss_fn(
+    student: WhisperConfig,
+    teacher: WhisperConfig,
+    temperature: float = 2.0,
+    ce_weight: float = 0.8,
+    kl_weight: float = 1.0,
+    padding: str = "log_mel",
+) -> Callable:
+    """`loss_fn(params, teacher_params, batch) -> (loss, parts)`, the teacher frozen inside."""
+    s_model, t_model = Whisper(student), Whisper(teacher)
+
+    def loss_fn(params, teacher_params, batch):
+        mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=student.n_mels, padding=padding)
+        tokens, labels = batch["decoder_input_ids"], batch["labels"]
+        t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
+        s_logits = s_model.apply({"params": params}, mel, tokens)
+        return distillation_loss(s_logits, t_logits, labels, temperature, ce_weight, kl_weight)
+
+    return loss_fn
+
+
 def make_train_step(
     student: WhisperConfig,
     teacher: WhisperConfig,
@@ -46,18 +67,10 @@ def make_train_step(
     """
     tx = make_optimizer(opt)
     schedule = learning_rate_schedule(opt)
-    s_model, t_model = Whisper(student), Whisper(teacher)
+    loss_fn = make_loss_fn(student, teacher, temperature, ce_weight, kl_weight, padding)
 
     def train_step(state: TrainState, teacher_params, batch):
-        mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=student.n_mels, padding=padding)
-        tokens, labels = batch["decoder_input_ids"], batch["labels"]
-        t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
-
-        def loss_fn(params):
-            s_logits = s_model.apply({"params": params}, mel, tokens)
-            return distillation_loss(s_logits, t_logits, labels, temperature, ce_weight, kl_weight)
-
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, teacher_params, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         opt_step = state.step // max(1, opt.accumulation_steps)

@@ -1,0 +1,53 @@
+"""Orbax checkpoints of a training run: state + data position + config, atomic, async.
+
+A step directory exists only once orbax has finalised it (it writes to a temporary name and
+renames), so a kill during a write leaves the previous checkpoint as the latest one. Kept:
+the latest checkpoint and the `keep_best` ones with the lowest validation WER.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+WER_KEY = "eval/wer"
+
+
+def make_manager(directory: Path, keep_best: int = 2, async_save: bool = True) -> ocp.CheckpointManager:
+    policy = pp.AnyPreservationPolicy(
+        [
+            pp.LatestN(1),
+            pp.BestN(
+                get_metric_fn=lambda m: m[WER_KEY],
+                reverse=True,  # lower WER is better
+                n=keep_best,
+                keep_checkpoints_without_metrics=False,
+            ),
+        ]
+    )
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy,
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, metrics: Optional[dict] = None):
+    manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        metrics=metrics,
+        force=True,
+    )
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    out = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
+    )
+    return out["state"], out["meta"]

@@ -1,0 +1,252 @@
+"""`train_and_evaluate(config, workdir)`: distil a student from a frozen teacher.
+
+Resumes automatically from the latest finalised checkpoint in `workdir/checkpoints`: the
+state, the step and (because the data order is a pure function of (seed, step)) the data
+position, so a resumed run sees the batches an uninterrupted one would. SIGTERM finishes the
+current step, saves and exits cleanly. Process 0 writes `metrics.jsonl` and TensorBoard
+events. A non-finite loss flushes the metrics, writes `nan_debug.json` and aborts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+
+from jaxwhisper import checkpointing, sharding
+from jaxwhisper.config import TrainConfig, to_dict
+from jaxwhisper.data.pipeline import BatchConfig, BatchLoader, ValidationConfig
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.metrics import word_error_rate
+from jaxwhisper.models.weights import LoadedModel, resolve_model
+from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.train.step import TrainState, init_state, make_train_step
+from jaxwhisper.train.student import make_student
+
+log = logging.getLogger(__name__)
+BATCH_KEYS = ("audio", "audio_len", "decoder_input_ids", "labels")
+
+
+class MetricWriter:
+    """metrics.jsonl (+ TensorBoard events when tensorboardX is installed), process 0 only."""
+
+    def __init__(self, workdir: Path):
+        self.active = jax.process_index() == 0
+        self.file = open(workdir / "metrics.jsonl", "a") if self.active else None
+        self.tb = None
+        if self.active:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            except ImportError:
+                log.info("tensorboardX not installed: metrics go to metrics.jsonl only")
+
+    def write(self, step: int, metrics: dict):
+        if not self.active:
+            return
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, float(v), step)
+
+    def close(self):
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def evaluate(student: LoadedModel, specs, batch_size: int, max_examples: int = 0) -> dict:
+    """Greedy WER (percent) of the student on each validation spec and their mean."""
+    from jaxwhisper.data.pipeline import decode_audio_field
+    from jaxwhisper.transcribe import Transcriber
+
+    transcriber = Transcriber(student, batch_size=batch_size)
+    out = {}
+    for spec in specs:
+        src = parse_spec(spec)
+        n = len(src) if not max_examples else min(max_examples, len(src))
+        rows = [src[i] for i in range(n) if jax.process_index() == i % jax.process_count()]
+        rows = [r for r in rows if not r.error and not r.drop and r.text]
+        clips = [decode_audio_field(r.audio, r.origin) for r in rows]
+        hyps = transcriber.transcribe_arrays(clips)
+        w = word_error_rate([r.text for r in rows], hyps)
+        counts = np.array([w.substitutions + w.deletions + w.insertions, w.words], np.float64)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+        out[f"eval/wer/{src.name}"] = 100.0 * counts[0] / max(counts[1], 1)
+    out[checkpointing.WER_KEY] = float(np.mean([v for k, v in out.items()]))
+    return out
+
+
+def _host_params(params):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(params)
+    return jax.device_get(params)
+
+
+def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int] = None) -> dict:
+    """Runs (or resumes) the distillation described by `cfg` in `workdir`.
+
+    Args:
+      stop_after: stop after this many steps of this call (tests: a run cut in two).
+
+    Returns:
+      The last metrics written.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    mesh = sharding.make_mesh(cfg.mesh_fsdp)
+    if cfg.global_batch % mesh.size:
+        raise ValueError(
+            f"global_batch={cfg.global_batch} is not divisible by the {mesh.size} devices of the mesh"
+        )
+
+    teacher = resolve_model(cfg.teacher)
+    tok = WhisperTokenizer(teacher.tokenizer_dir, teacher.config.is_multilingual)
+    s_cfg, s_params = make_student(
+        teacher.config,
+        teacher.params,
+        cfg.student.encoder_layers,
+        cfg.student.decoder_layers,
+        layer_map=cfg.student.layer_map,
+        rng=jax.random.PRNGKey(cfg.seed),
+        gate=cfg.student.gate,
+        dtype=cfg.student.dtype,
+    )
+    step_fn, tx = make_train_step(
+        s_cfg, teacher.config, cfg.optimizer, cfg.loss.temperature, cfg.loss.ce_weight, cfg.loss.kl_weight
+    )
+
+    state_shapes = jax.eval_shape(lambda p: init_state(p, tx), s_params)
+    state_sh = sharding.tree_shardings(state_shapes, mesh)
+    teacher_sh = sharding.tree_shardings(teacher.params, mesh)
+    teacher_params = jax.device_put(teacher.params, teacher_sh)
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(state_sh, teacher_sh, sharding.batch_sharding(mesh)),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+    manager = checkpointing.make_manager(workdir / "checkpoints", cfg.keep_best)
+    start = manager.latest_step()
+    if start is not None:
+        abstract = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes, state_sh
+        )
+        state, meta = checkpointing.restore(manager, start, abstract)
+        log.info("resumed from step %d (data step %d)", start, meta["data_step"])
+        start = int(meta["data_step"])
+    else:
+        state = jax.jit(lambda p: init_state(p, tx), out_shardings=state_sh)(s_params)
+        start = 0
+
+    sources = [parse_spec(s) for s in cfg.data.train]
+    loader = BatchLoader(
+        sources,
+        BatchConfig(cfg.global_batch, cfg.data.max_label_len, cfg.data.seed),
+        tok.prefix,
+        tok.eot,
+        tok.encode,
+        weights=cfg.data.weights or None,
+        validation=ValidationConfig(max_audio_s=cfg.data.max_audio_s),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+    stop = {"signal": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
+    writer = MetricWriter(workdir)
+    last: dict = {}
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, start + stop_after)
+
+    def save(step: int, metrics: Optional[dict] = None):
+        meta = {"step": step, "data_step": step, "seed": cfg.seed, "config": to_dict(cfg)}
+        checkpointing.save(manager, step, state, meta, metrics)
+
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=end,
+            initial=start,
+            unit="step",
+            desc="distill",
+            file=sys.stderr,
+            disable=jax.process_index() != 0,
+            dynamic_ncols=True,
+        )
+        t0, audio_s, tokens = time.perf_counter(), 0.0, 0.0
+        batches = loader.iter_from_step(start)
+        for step in range(start, end):
+            local = next(batches)
+            state, metrics = train_step(state, teacher_params, sharding.global_batch(local, mesh, BATCH_KEYS))
+            audio_s += float(np.sum(local["audio_len"])) / 16000
+            done = step + 1
+            if done % cfg.log_every_steps == 0 or done == end:
+                metrics = {k: float(v) for k, v in metrics.items()}
+                tokens += metrics["train/tokens"]
+                if not math.isfinite(metrics["train/loss"]):
+                    writer.write(done, metrics)
+                    (workdir / "nan_debug.json").write_text(
+                        json.dumps({"step": done, "ids": local["ids"], "metrics": metrics}, indent=2)
+                    )
+                    raise FloatingPointError(
+                        f"non-finite loss at step {done}; batch ids and metrics in {workdir}/nan_debug.json"
+                    )
+                elapsed = time.perf_counter() - t0
+                metrics["train/audio_s_per_s"] = audio_s / elapsed
+                metrics["train/tokens_per_s"] = tokens / elapsed
+                writer.write(done, metrics)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+                last = metrics
+                loader.drops.check(cfg.data.max_drop_fraction)
+            bar.update()
+            eval_metrics = None
+            if (
+                cfg.data.eval
+                and cfg.eval_every_steps
+                and (done % cfg.eval_every_steps == 0 or done == cfg.total_steps)
+            ):
+                student = LoadedModel(s_cfg, _host_params(state.params), teacher.tokenizer_dir, "student")
+                eval_metrics = evaluate(
+                    student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples
+                )
+                writer.write(done, eval_metrics)
+                last = {**last, **eval_metrics}
+            if eval_metrics or done % cfg.checkpoint_every_steps == 0 or done == end or stop["signal"]:
+                save(
+                    done,
+                    {checkpointing.WER_KEY: eval_metrics[checkpointing.WER_KEY]} if eval_metrics else None,
+                )
+            if stop["signal"]:
+                log.warning("SIGTERM: saved step %d, exiting", done)
+                break
+        bar.close()
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous)
+    (workdir / "data_drops.json").write_text(json.dumps(loader.drops.summary(), indent=2) + "\n")
+    return last
+
+
+__all__ = ["train_and_evaluate", "evaluate", "TrainState"]

@@ -1,0 +1,176 @@
+"""The training loop: step-exact resume, 1 vs 8 devices, and a kill -9 during a checkpoint write."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxwhisper import sharding
+from jaxwhisper.config import train_config_from_dict
+from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.weights import LoadedModel, bundled_model_files, save_checkpoint
+from jaxwhisper.models.whisper import init_params
+from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.train.step import make_loss_fn
+from jaxwhisper.train.student import make_student
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = WhisperConfig(n_vocab=51864, d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A small random teacher with the real tiny.en tokenizer, as a jaxwhisper checkpoint."""
+    d = tmp_path_factory.mktemp("teacher")
+    _, tok = bundled_model_files("tiny.en")
+    save_checkpoint(LoadedModel(SMALL, init_params(SMALL, jax.random.PRNGKey(0)), tok, "random"), d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, fixture_manifest):
+    rows = [
+        json.loads(x) for x in fixture_manifest.read_text().splitlines() if "arctic" in x or "sonnet" in x
+    ][:8]
+    for r in rows:
+        r["audio"] = str(fixture_manifest.parent / r["audio"])
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(teacher_dir, manifest, **kw):
+    c = {
+        "teacher": str(teacher_dir),
+        "student": {"encoder_layers": 1, "decoder_layers": 1, "gate": "shared"},
+        "data": {"train": [str(manifest)], "max_label_len": 48, "seed": 3},
+        "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 6},
+        "global_batch": 8,
+        "total_steps": 6,
+        "eval_every_steps": 0,
+        "checkpoint_every_steps": 3,
+        "log_every_steps": 1,
+    }
+    c.update(kw)
+    return train_config_from_dict(c)
+
+
+def _final_params(workdir):
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints") as m:
+        step = m.latest_step()
+        return step, m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"][
+            "params"
+        ]
+
+
+def test_six_steps_equal_three_restart_three(teacher_dir, manifest, tmp_path):
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    cfg = _config(teacher_dir, manifest)
+    train_and_evaluate(cfg, tmp_path / "straight")
+    train_and_evaluate(cfg, tmp_path / "cut", stop_after=3)
+    assert _final_params(tmp_path / "cut")[0] == 3
+    train_and_evaluate(cfg, tmp_path / "cut")
+    (s1, a), (s2, b) = _final_params(tmp_path / "straight"), _final_params(tmp_path / "cut")
+    assert s1 == s2 == 6
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    losses = lambda d: [json.loads(x)["train/loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert losses(tmp_path / "straight") == losses(tmp_path / "cut")
+
+
+def test_one_device_and_eight_agree(teacher_dir, manifest):
+    """Loss and gradients on a 1x1 mesh and on data=2 x fsdp=4 (8 fake CPU devices)."""
+    assert jax.device_count() == 8
+    teacher = init_params(SMALL, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(SMALL, teacher, 1, 1, gate="shared")
+    _, tok_dir = bundled_model_files("tiny.en")
+    tok = WhisperTokenizer(tok_dir, False)
+    loader = BatchLoader([parse_spec(str(manifest))], BatchConfig(8, 48, 0), tok.prefix, tok.eot, tok.encode)
+    batch = {k: loader.load_step(0)[k] for k in ("audio", "audio_len", "decoder_input_ids", "labels")}
+    loss_fn = jax.value_and_grad(make_loss_fn(s_cfg, SMALL), has_aux=True)
+    results = []
+    for mesh in (sharding.make_mesh(1, jax.devices()[:1]), sharding.make_mesh(4)):
+        p_sh = sharding.tree_shardings(s_params, mesh)
+        t_sh = sharding.tree_shardings(teacher, mesh)
+        f = jax.jit(loss_fn, in_shardings=(p_sh, t_sh, sharding.batch_sharding(mesh)))
+        (loss, _), grads = f(
+            jax.device_put(s_params, p_sh),
+            jax.device_put(teacher, t_sh),
+            sharding.global_batch(batch, mesh, batch),
+        )
+        results.append((float(loss), jax.device_get(grads)))
+    assert sharding.make_mesh(4).shape == {"data": 2, "fsdp": 4}
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    for g1, g8 in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
+        np.testing.assert_allclose(g1, g8, atol=1e-5, rtol=1e-4)
+
+
+KILL_SCRIPT = """
+import sys
+from jaxwhisper.config import train_config_from_dict
+from jaxwhisper.train.loop import train_and_evaluate
+cfg = train_config_from_dict({cfg})
+train_and_evaluate(cfg, sys.argv[1])
+"""
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(teacher_dir, manifest, tmp_path):
+    cfg = {
+        "teacher": str(teacher_dir),
+        "student": {"encoder_layers": 1, "decoder_layers": 1},
+        "data": {"train": [str(manifest)], "max_label_len": 48},
+        "optimizer": {"warmup_steps": 1, "total_steps": 400},
+        "global_batch": 8,
+        "total_steps": 400,
+        "eval_every_steps": 0,
+        "checkpoint_every_steps": 1,
+        "log_every_steps": 1,
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    work = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT.format(cfg=repr(cfg)), str(work)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    ckpts = work / "checkpoints"
+    deadline = time.time() + 240
+    killed_mid_write = False
+    while time.time() < deadline and proc.poll() is None:
+        finished = [p for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
+        in_flight = [p for p in ckpts.glob("*tmp*")] if ckpts.exists() else []
+        if len(finished) >= 2 and in_flight:
+            proc.send_signal(signal.SIGKILL)
+            killed_mid_write = True
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert killed_mid_write, proc.stderr.read()[-3000:].decode()
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(ckpts.absolute()) as m:
+        latest = m.latest_step()
+        restored = m.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    assert int(restored["state"]["step"]) == latest
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    resumed = train_config_from_dict(
+        {**cfg, "total_steps": latest + 2, "optimizer": {"warmup_steps": 1, "total_steps": 400}}
+    )
+    train_and_evaluate(resumed, work)
+    with ocp.CheckpointManager(ckpts.absolute()) as m:
+        assert m.latest_step() == latest + 2
