@@ -9,6 +9,7 @@ This file is intentionally short; the logic lives in jaxwhisper/train/. Unknown 
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxwhisper.config import train_config_from_dict
@@ -25,6 +26,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
     import jax
 
     if flags.FLAGS.distributed:

@@ -74,7 +74,12 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
                 sf.write(tmp, audio, 16000)
                 tmp.rename(path)
             rows.append(
-                {"id": path.stem, "audio": str(path), "text": text, "source": "piper:en_US-joe-medium"}
+                {
+                    "id": path.stem,
+                    "audio": str(path.resolve()),
+                    "text": text,
+                    "source": "piper:en_US-joe-medium",
+                }
             )
     return rows
 
@@ -111,7 +116,12 @@ def build_demo_corpus(
     shared_texts = eval_texts & {_key(r["text"]) for r in train}
     if shared_clips or shared_texts:
         raise RuntimeError(f"train and eval overlap: {len(shared_clips)} clips, {len(shared_texts)} texts")
-    for name, rows in (("train", train), ("eval", eval_rows)):
-        (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     seconds = sum(sf.info(r["audio"]).duration for r in train)
+    root = out_dir.resolve()
+    for name, rows in (("train", train), ("eval", eval_rows)):
+        # Paths under the corpus folder are written relative to it (the folder can move).
+        for r in rows:
+            p = Path(r["audio"])
+            r["audio"] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"train": len(train), "train_s": round(seconds, 1), "eval": len(eval_rows)}

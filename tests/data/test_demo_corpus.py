@@ -15,6 +15,9 @@ def test_fresh_clone_builds_from_tts_only(tmp_path):
     sizes = build_demo_corpus(tmp_path, tts_sentences=2, prompts_manifest=tmp_path / "absent.jsonl")
     assert sizes["train"] == 6 and sizes["eval"] == 59  # 2 sentences x 3 rates
     rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert all(r["audio"].startswith("tts/") for r in rows)  # relative to the corpus folder
+    for r in rows:
+        r["audio"] = str(tmp_path / r["audio"])
     durations = sorted(sf.info(r["audio"]).duration for r in rows if r["text"] == rows[0]["text"])
     assert durations[0] < durations[1] < durations[2]  # three speaking rates
     assert all(sf.info(r["audio"]).samplerate == 16000 for r in rows)
