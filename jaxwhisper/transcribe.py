@@ -11,7 +11,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-import json
 import logging
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
+from jaxwhisper.data.sources import DataSpecError, read_jsonl
 from jaxwhisper.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
 from jaxwhisper.models.weights import LoadedModel
 from jaxwhisper.tokenizer import WhisperTokenizer
@@ -52,25 +52,13 @@ def read_manifest(path: Path) -> list[Utterance]:
 
     A malformed row becomes an Utterance carrying an error (reported, not dropped).
     """
-    rows = []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: unreadable manifest ({e})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-            audio = Path(row["audio"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            rows.append(Utterance(id=where, audio=where, error=f"bad manifest row ({e!r})"))
-            continue
-        if not audio.is_absolute():
-            audio = path.parent / audio
-        rows.append(Utterance(id=str(row.get("id", where)), audio=str(audio), text=row.get("text")))
-    return rows
+        rows = read_jsonl(Path(path))
+    except (DataSpecError, OSError, UnicodeDecodeError) as e:
+        raise InputError(
+            str(e) if isinstance(e, DataSpecError) else f"{path}: unreadable manifest ({e})"
+        ) from None
+    return [Utterance(id=r.id, audio=r.audio or r.origin, text=r.text, error=r.error) for r in rows]
 
 
 def read_inputs(inputs: Iterable[str]) -> list[Utterance]:
@@ -79,8 +67,6 @@ def read_inputs(inputs: Iterable[str]) -> list[Utterance]:
     for item in inputs:
         p = Path(item)
         if p.suffix == ".jsonl":
-            if not p.exists():
-                raise InputError(f"{p}: no such manifest")
             out.extend(read_manifest(p))
         else:
             out.append(Utterance(id=p.stem, audio=str(p)))

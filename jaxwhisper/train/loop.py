@@ -195,6 +195,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         )
         t0, audio_s, tokens = time.perf_counter(), 0.0, 0.0
         batches = loader.iter_from_step(start)
+        if start == 0 and cfg.data.eval and cfg.eval_every_steps:
+            # Where the copied student starts: the baseline of the validation curve.
+            student = LoadedModel(s_cfg, _host_params(state.params), teacher.tokenizer_dir, "student")
+            last = evaluate(student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples)
+            writer.write(0, last)
         for step in range(start, end):
             local = next(batches)
             state, metrics = train_step(state, teacher_params, sharding.global_batch(local, mesh, BATCH_KEYS))
