@@ -12,6 +12,8 @@ import ml_collections
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     opts = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+    if set(opts) - {"gate"}:
+        raise ValueError(f"unknown config argument(s) {sorted(set(opts) - {'gate'})}; known: gate")
     c = ml_collections.ConfigDict()
     c.teacher = "tiny.en"
     c.student = ml_collections.ConfigDict(

@@ -17,11 +17,20 @@ from jaxwhisper.train.optim import OptimizerConfig
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig:
+    """Attributes:
+    encoder_layers, decoder_layers: student depth.
+    layer_map: "paper" (every k-th teacher encoder layer from the first) or "linspace".
+    gate: "none" | "shared" | "per_head".
+    dtype: compute dtype; params and optimizer state stay float32 (mixed precision).
+    remat: recompute block activations in the backward pass (memory for compute).
+    """
+
     encoder_layers: int = 2
     decoder_layers: int = 2
     layer_map: str = "paper"
     gate: str = "shared"
     dtype: str = "float32"
+    remat: bool = False
 
     def __post_init__(self):
         if self.gate not in GATE_TYPES:
@@ -62,16 +71,19 @@ class LossConfig:
 class TrainConfig:
     """Attributes:
     teacher: model spec of the frozen teacher.
+    teacher_dtype: the teacher's compute dtype (bfloat16 halves its cost; it gets no gradients).
     global_batch: rows per micro-step over all devices and hosts.
     total_steps: micro-steps to run.
     mesh_fsdp: devices that shard params and optimizer state; the rest is data parallel.
     eval_every_steps, checkpoint_every_steps, log_every_steps: intervals (0 disables eval).
     keep_best: checkpoints kept by lowest validation WER (plus the latest).
     eval_batch_size: rows per decoding call in validation.
-    max_nan_skips: 0 aborts on the first non-finite loss.
+    max_nan_skips: 0 aborts on the first non-finite loss; N > 0 skips up to N non-finite
+      micro-steps over the run (`optax.apply_if_finite`, counted) and aborts on the next.
     """
 
     teacher: str = "tiny.en"
+    teacher_dtype: str = "float32"
     student: StudentConfig = StudentConfig()
     data: DataConfig = DataConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -84,6 +96,7 @@ class TrainConfig:
     log_every_steps: int = 10
     keep_best: int = 2
     eval_batch_size: int = 8
+    max_nan_skips: int = 0
     seed: int = 0
 
 

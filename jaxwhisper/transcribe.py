@@ -30,8 +30,6 @@ from jaxwhisper.tokenizer import WhisperTokenizer
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".mp3")
-
 
 class InputError(ValueError):
     """A command-line input that is neither an audio file nor a readable manifest."""
@@ -168,7 +166,12 @@ class Transcriber:
             return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding))
 
         self._run = run
-        self.params = jax.device_put(model.params, replicated)
+        self._replicated = replicated
+        self.set_params(model.params)
+
+    def set_params(self, params) -> None:
+        """Swaps in other weights of the same architecture (no recompilation)."""
+        self.params = jax.device_put(params, self._replicated)
 
     def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         audio = np.zeros((self.batch_size, N_SAMPLES), np.float32)

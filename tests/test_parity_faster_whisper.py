@@ -108,20 +108,10 @@ def _torch_f64_encoder(tiny_en, mel):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from jaxwhisper.models.ctranslate2_format import read_model_bin
-    from jaxwhisper.models.weights import ct2_to_hf_state_dict
+    from jaxwhisper.models.weights import config_to_hf, ct2_to_hf_state_dict
 
     c = tiny_en.config
-    hf_config = transformers.WhisperConfig(
-        vocab_size=c.n_vocab,
-        num_mel_bins=c.n_mels,
-        encoder_layers=c.encoder_layers,
-        decoder_layers=c.decoder_layers,
-        encoder_attention_heads=c.n_heads,
-        decoder_attention_heads=c.n_heads,
-        d_model=c.d_model,
-        encoder_ffn_dim=c.ffn_dim,
-        decoder_ffn_dim=c.ffn_dim,
-    )
+    hf_config = transformers.WhisperConfig(**config_to_hf(c))
     model = transformers.WhisperForConditionalGeneration(hf_config).double().eval()
     parts, _ = bundled_model_files("tiny.en")
     _, sd = ct2_to_hf_state_dict(read_model_bin(parts)[1], "tiny.en")

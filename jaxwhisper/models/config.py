@@ -36,6 +36,9 @@ class WhisperConfig:
       softmax_clip_zeta: clipped softmax upper stretch (>= 1; 1 disables).
       dtype: compute dtype ("float32" or "bfloat16"); softmax and LayerNorm stay f32.
       param_dtype: parameter dtype.
+      remat: recompute each residual block's activations in the backward pass
+        (`nn.remat`) instead of keeping them: training memory for compute; the forward
+        values are unchanged.
     """
 
     n_mels: int = 80
@@ -54,6 +57,7 @@ class WhisperConfig:
     softmax_clip_zeta: float = 1.0
     dtype: str = "float32"
     param_dtype: str = "float32"
+    remat: bool = False
 
     def __post_init__(self):
         if self.gate not in GATE_TYPES:

@@ -180,6 +180,23 @@ def config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> WhisperConfig:
     ).replace(**overrides)
 
 
+def config_to_hf(config: WhisperConfig) -> dict:
+    """transformers `WhisperConfig` kwargs of a WhisperConfig (inverse of `config_from_hf`)."""
+    return {
+        "vocab_size": config.n_vocab,
+        "num_mel_bins": config.n_mels,
+        "max_source_positions": config.n_audio_ctx,
+        "max_target_positions": config.n_text_ctx,
+        "d_model": config.d_model,
+        "encoder_attention_heads": config.n_heads,
+        "decoder_attention_heads": config.n_heads,
+        "encoder_layers": config.encoder_layers,
+        "decoder_layers": config.decoder_layers,
+        "encoder_ffn_dim": config.ffn_dim,
+        "decoder_ffn_dim": config.ffn_dim,
+    }
+
+
 def _read_torch(path: Path) -> Any:
     if importlib.util.find_spec("torch") is None:
         raise ModelFormatError(f"{path}: reading PyTorch files needs torch; install jaxwhisper[torch]")

@@ -77,6 +77,11 @@ class ResidualBlock(nn.Module):
         return x, cache
 
 
+def _block_class(config: WhisperConfig) -> type[ResidualBlock]:
+    # Same parameter names either way, so checkpoints do not depend on the remat setting.
+    return nn.remat(ResidualBlock) if config.remat else ResidualBlock
+
+
 class AudioEncoder(nn.Module):
     """Log-mel [batch, n_mels, frames] -> hidden states [batch, frames // 2, embed]."""
 
@@ -101,7 +106,8 @@ class AudioEncoder(nn.Module):
             "embed_positions",
             lambda *_: jnp.asarray(sinusoids(c.n_audio_ctx, c.d_model), c.param_dtype),
         )
-        self.layers = [ResidualBlock(c, name=f"layers_{i}") for i in range(c.encoder_layers)]
+        block = _block_class(c)
+        self.layers = [block(c, name=f"layers_{i}") for i in range(c.encoder_layers)]
         self.layer_norm = _layer_norm(c, "layer_norm")
 
     def __call__(self, mel: jax.Array) -> jax.Array:
@@ -134,9 +140,8 @@ class TextDecoder(nn.Module):
         self.embed_positions = self.param(
             "embed_positions", nn.initializers.normal(0.02), (c.n_text_ctx, c.d_model), c.param_dtype
         )
-        self.layers = [
-            ResidualBlock(c, cross_attention=True, name=f"layers_{i}") for i in range(c.decoder_layers)
-        ]
+        block = _block_class(c)
+        self.layers = [block(c, cross_attention=True, name=f"layers_{i}") for i in range(c.decoder_layers)]
         self.layer_norm = _layer_norm(c, "layer_norm")
 
     def cross_kv(self, encoder_out: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
@@ -155,9 +160,8 @@ class TextDecoder(nn.Module):
         x = (self.embed_tokens(tokens) + pos.astype(c.dtype)).astype(c.dtype)
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
-            x, layer_cache = layer(
-                x, cross_kv=cross_kv[i], cache=None if cache is None else cache[i], offset=offset
-            )
+            # Positional: nn.remat traces positional arguments only.
+            x, layer_cache = layer(x, cross_kv[i], None if cache is None else cache[i], offset)
             if cache is not None:
                 new_cache.append(layer_cache)
         x = self.layer_norm(x)

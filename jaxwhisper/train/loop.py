@@ -4,7 +4,8 @@ Resumes automatically from the latest finalised checkpoint in `workdir/checkpoin
 state, the step and (because the data order is a pure function of (seed, step)) the data
 position, so a resumed run sees the batches an uninterrupted one would. SIGTERM finishes the
 current step, saves and exits cleanly. Process 0 writes `metrics.jsonl` and TensorBoard
-events. A non-finite loss flushes the metrics, writes `nan_debug.json` and aborts.
+events. A non-finite loss flushes the metrics, writes `nan_debug.json` and aborts, unless
+`max_nan_skips` allows skipping it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.metrics import word_error_rate
 from jaxwhisper.models.weights import LoadedModel, resolve_model
 from jaxwhisper.tokenizer import WhisperTokenizer
-from jaxwhisper.train.step import TrainState, init_state, make_train_step
+from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import make_student
 
 log = logging.getLogger(__name__)
@@ -67,29 +68,61 @@ class MetricWriter:
             self.tb.close()
 
 
-def evaluate(student: LoadedModel, specs, batch_size: int, max_examples: int = 0) -> dict:
-    """Greedy WER (percent) of the student on each validation spec and their mean."""
-    from jaxwhisper.data.pipeline import decode_audio_field
-    from jaxwhisper.transcribe import Transcriber
+class Validator:
+    """Greedy WER (percent) of the student on each validation spec and their mean.
 
-    transcriber = Transcriber(student, batch_size=batch_size)
-    out = {}
-    for spec in specs:
-        src = parse_spec(spec)
-        n = len(src) if not max_examples else min(max_examples, len(src))
-        rows = [src[i] for i in range(n) if jax.process_index() == i % jax.process_count()]
-        rows = [r for r in rows if not r.error and not r.drop and r.text]
-        clips = [decode_audio_field(r.audio, r.origin) for r in rows]
-        hyps = transcriber.transcribe_arrays(clips)
-        w = word_error_rate([r.text for r in rows], hyps)
-        counts = np.array([w.substitutions + w.deletions + w.insertions, w.words], np.float64)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+    The validation audio is read and the decoder compiled once; each call only swaps in the
+    current params. Each process decodes its share of every set; counts are summed over hosts.
+    """
 
-            counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
-        out[f"eval/wer/{src.name}"] = 100.0 * counts[0] / max(counts[1], 1)
-    out[checkpointing.WER_KEY] = float(np.mean([v for k, v in out.items()]))
-    return out
+    def __init__(self, student: LoadedModel, specs, batch_size: int, max_examples: int = 0):
+        from jaxwhisper.data.pipeline import decode_audio_field
+        from jaxwhisper.transcribe import Transcriber
+
+        self.transcriber = Transcriber(student, batch_size=batch_size)
+        self.sets = []
+        for spec in specs:
+            src = parse_spec(spec)
+            n = len(src) if not max_examples else min(max_examples, len(src))
+            rows = [src[i] for i in range(n) if jax.process_index() == i % jax.process_count()]
+            rows = [r for r in rows if not r.error and not r.drop and r.text]
+            self.sets.append(
+                (src.name, [r.text for r in rows], [decode_audio_field(r.audio, r.origin) for r in rows])
+            )
+
+    def __call__(self, params) -> dict:
+        self.transcriber.set_params(params)
+        out = {}
+        for name, refs, clips in self.sets:
+            w = word_error_rate(refs, self.transcriber.transcribe_arrays(clips))
+            counts = np.array([w.substitutions + w.deletions + w.insertions, w.words], np.float64)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+            out[f"eval/wer/{name}"] = 100.0 * counts[0] / max(counts[1], 1)
+        out[checkpointing.WER_KEY] = float(np.mean(list(out.values())))
+        return out
+
+
+def _check_finite(metrics: dict, step: int, max_skips: int, ids: list, workdir: Path, writer) -> None:
+    """Aborts (after flushing metrics and writing `nan_debug.json`) on a non-finite loss, or,
+    with skipping on, once more than `max_skips` micro-steps have been skipped."""
+    skipped = int(metrics.get("train/skipped_steps", 0))
+    finite = math.isfinite(metrics["train/loss"])
+    if (finite or max_skips) and skipped <= max_skips:
+        if skipped:
+            log.warning("step %d: %d non-finite micro-steps skipped (max %d)", step, skipped, max_skips)
+        return
+    writer.write(step, metrics)
+    (workdir / "nan_debug.json").write_text(
+        json.dumps({"step": step, "recent_batch_ids": ids, "metrics": metrics}, indent=2) + "\n"
+    )
+    what = f"{skipped} non-finite micro-steps (max_nan_skips={max_skips})" if max_skips else "non-finite loss"
+    raise FloatingPointError(
+        f"{what} at step {step}; the batch ids since the last check and the metrics are in "
+        f"{workdir}/nan_debug.json"
+    )
 
 
 def _host_params(params):
@@ -129,9 +162,16 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         rng=jax.random.PRNGKey(cfg.seed),
         gate=cfg.student.gate,
         dtype=cfg.student.dtype,
+        remat=cfg.student.remat,
     )
     step_fn, tx = make_train_step(
-        s_cfg, teacher.config, cfg.optimizer, cfg.loss.temperature, cfg.loss.ce_weight, cfg.loss.kl_weight
+        s_cfg,
+        teacher.config.replace(dtype=cfg.teacher_dtype),
+        cfg.optimizer,
+        cfg.loss.temperature,
+        cfg.loss.ce_weight,
+        cfg.loss.kl_weight,
+        max_nan_skips=cfg.max_nan_skips,
     )
 
     state_shapes = jax.eval_shape(lambda p: init_state(p, tx), s_params)
@@ -195,27 +235,34 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         )
         t0, audio_s, tokens = time.perf_counter(), 0.0, 0.0
         batches = loader.iter_from_step(start)
-        if start == 0 and cfg.data.eval and cfg.eval_every_steps:
-            # Where the copied student starts: the baseline of the validation curve.
-            student = LoadedModel(s_cfg, _host_params(state.params), teacher.tokenizer_dir, "student")
-            last = evaluate(student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples)
-            writer.write(0, last)
+        validate = None
+        if cfg.data.eval and cfg.eval_every_steps:
+            # No remat at inference: nothing to recompute without a backward pass.
+            student = LoadedModel(
+                s_cfg.replace(remat=False), _host_params(state.params), teacher.tokenizer_dir, "student"
+            )
+            validate = Validator(student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples)
+            if start == 0:  # where the copied student starts: the baseline of the curve
+                last = validate(student.params)
+                writer.write(0, last)
+        recent_ids: list = []  # batch ids since the last finiteness check, for the debug dump
         for step in range(start, end):
             local = next(batches)
+            recent_ids.append(local["ids"])
             state, metrics = train_step(state, teacher_params, sharding.global_batch(local, mesh, BATCH_KEYS))
             audio_s += float(np.sum(local["audio_len"])) / 16000
             done = step + 1
-            if done % cfg.log_every_steps == 0 or done == end:
+            evaluating = validate is not None and (
+                done % cfg.eval_every_steps == 0 or done == cfg.total_steps
+            )
+            saving = evaluating or done % cfg.checkpoint_every_steps == 0 or done == end or stop["signal"]
+            # Metrics are fetched (a host sync) when logged and before anything is saved, so a
+            # non-finite state is never checkpointed.
+            if done % cfg.log_every_steps == 0 or saving:
                 metrics = {k: float(v) for k, v in metrics.items()}
+                _check_finite(metrics, done, cfg.max_nan_skips, recent_ids, workdir, writer)
+                recent_ids = []
                 tokens += metrics["train/tokens"]
-                if not math.isfinite(metrics["train/loss"]):
-                    writer.write(done, metrics)
-                    (workdir / "nan_debug.json").write_text(
-                        json.dumps({"step": done, "ids": local["ids"], "metrics": metrics}, indent=2)
-                    )
-                    raise FloatingPointError(
-                        f"non-finite loss at step {done}; batch ids and metrics in {workdir}/nan_debug.json"
-                    )
                 elapsed = time.perf_counter() - t0
                 metrics["train/audio_s_per_s"] = audio_s / elapsed
                 metrics["train/tokens_per_s"] = tokens / elapsed
@@ -225,18 +272,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
                 loader.drops.check(cfg.data.max_drop_fraction)
             bar.update()
             eval_metrics = None
-            if (
-                cfg.data.eval
-                and cfg.eval_every_steps
-                and (done % cfg.eval_every_steps == 0 or done == cfg.total_steps)
-            ):
-                student = LoadedModel(s_cfg, _host_params(state.params), teacher.tokenizer_dir, "student")
-                eval_metrics = evaluate(
-                    student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples
-                )
+            if evaluating:
+                eval_metrics = validate(_host_params(state.params))
                 writer.write(done, eval_metrics)
                 last = {**last, **eval_metrics}
-            if eval_metrics or done % cfg.checkpoint_every_steps == 0 or done == end or stop["signal"]:
+            if saving:
                 save(
                     done,
                     {checkpointing.WER_KEY: eval_metrics[checkpointing.WER_KEY]} if eval_metrics else None,
@@ -254,4 +294,4 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
     return last
 
 
-__all__ = ["train_and_evaluate", "evaluate", "TrainState"]
+__all__ = ["train_and_evaluate", "Validator"]

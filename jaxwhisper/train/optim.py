@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import flax.traverse_util
-import jax
 import optax
 
 
@@ -65,7 +64,3 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
     if cfg.accumulation_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=cfg.accumulation_steps)
     return tx
-
-
-def global_norm(tree) -> jax.Array:
-    return optax.tree.norm(tree)

@@ -60,12 +60,21 @@ def make_train_step(
     ce_weight: float = 0.8,
     kl_weight: float = 1.0,
     padding: str = "log_mel",
+    max_nan_skips: int = 0,
 ) -> tuple[Callable, optax.GradientTransformation]:
     """Returns (`train_step(state, teacher_params, batch) -> (state, metrics)`, optimizer).
 
     batch: `audio` [b, 480000], `audio_len` [b], `decoder_input_ids` and `labels` [b, len].
+
+    max_nan_skips > 0 wraps the optimizer in `optax.apply_if_finite`: a micro-step whose
+    gradients are not finite leaves params and optimizer state (accumulator included)
+    untouched, and `train/skipped_steps` counts such steps over the run. The caller bounds the
+    total (after `max_nan_skips` consecutive skips apply_if_finite itself would let one through).
     """
     tx = make_optimizer(opt)
+    if max_nan_skips > 0:
+        # Outside MultiSteps so that one bad micro-batch does not poison a whole accumulation.
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=max_nan_skips)
     schedule = learning_rate_schedule(opt)
     loss_fn = make_loss_fn(student, teacher, temperature, ce_weight, kl_weight, padding)
 
@@ -73,7 +82,9 @@ def make_train_step(
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, teacher_params, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        opt_step = state.step // max(1, opt.accumulation_steps)
+        # The rate this update used: skipped micro-steps do not advance the schedule.
+        applied = state.step - (state.opt_state.total_notfinite if max_nan_skips > 0 else 0)
+        opt_step = applied // max(1, opt.accumulation_steps)
         metrics = {
             "train/loss": loss,
             "train/ce": parts["ce"],
@@ -83,6 +94,8 @@ def make_train_step(
             "train/param_norm": optax.tree.norm(params),
             "train/learning_rate": schedule(opt_step),
         }
+        if max_nan_skips > 0:
+            metrics["train/skipped_steps"] = opt_state.total_notfinite
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step, tx

@@ -143,6 +143,16 @@ def test_convert_roundtrip_is_bitwise(hf_model, inputs, tmp_path):
     assert (tmp_path / "ckpt" / "tokenizer.json").exists()
 
 
+def test_config_round_trips_through_transformers(hf_model):
+    from jaxwhisper.models.weights import config_from_hf, config_to_hf
+
+    loaded = resolve_model(str(hf_model[1]))
+    assert config_to_hf(loaded.config) == {
+        k: hf_model[0].config.to_dict()[k] for k in config_to_hf(loaded.config)
+    }
+    assert config_from_hf(config_to_hf(loaded.config) | {"model_type": "whisper"}) == loaded.config
+
+
 def test_missing_gates_are_initialised_and_nothing_else(hf_model):
     plain = resolve_model(str(hf_model[1]))
     assert "gate_proj" not in plain.params["decoder"]["layers_0"]["self_attn"]

@@ -90,6 +90,64 @@ def test_six_steps_equal_three_restart_three(teacher_dir, manifest, tmp_path):
     assert losses(tmp_path / "straight") == losses(tmp_path / "cut")
 
 
+def test_validation_curve_and_best_checkpoints(teacher_dir, manifest, tmp_path):
+    """Validation runs at step 0 (baseline) and every 3 steps; checkpoints carry the WER."""
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    cfg = _config(
+        teacher_dir,
+        manifest,
+        eval_every_steps=3,
+        data={"train": [str(manifest)], "eval": [str(manifest)], "max_label_len": 48, "max_eval_examples": 2},
+    )
+    last = train_and_evaluate(cfg, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/wer" in r]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    assert all(np.isfinite(r["eval/wer"]) and r["eval/wer"] >= 0 for r in evals)
+    assert last["eval/wer"] == evals[-1]["eval/wer"]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
+
+
+@pytest.fixture
+def nan_at_step_2(monkeypatch):
+    """The second training batch gets NaN audio (the data layer rejects NaN files, so a
+    non-finite loss in real runs comes from divergence; this reproduces its effect)."""
+    calls = {"n": 0}
+    real = sharding.global_batch
+
+    def poisoned(local, mesh, keys):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            local = dict(local, audio=np.full_like(local["audio"], np.nan))
+        return real(local, mesh, keys)
+
+    monkeypatch.setattr(sharding, "global_batch", poisoned)
+
+
+def test_non_finite_loss_aborts_with_a_dump(teacher_dir, manifest, tmp_path, nan_at_step_2):
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    with pytest.raises(FloatingPointError, match="nan_debug.json"):
+        train_and_evaluate(_config(teacher_dir, manifest, log_every_steps=3), tmp_path)
+    dump = json.loads((tmp_path / "nan_debug.json").read_text())
+    assert dump["step"] == 3 and len(dump["recent_batch_ids"]) == 3  # steps 1-3: the culprit is among them
+    assert not np.isfinite(dump["metrics"]["train/loss"])
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1  # flushed before the abort
+    assert not (tmp_path / "checkpoints" / "3").exists()  # a NaN state is never saved
+
+
+def test_non_finite_step_skipped_within_the_bound(teacher_dir, manifest, tmp_path, nan_at_step_2):
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    last = train_and_evaluate(_config(teacher_dir, manifest, max_nan_skips=1), tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1, 1, 1, 1]
+    assert not np.isfinite(rows[1]["train/loss"]) and np.isfinite(last["train/loss"])
+    step, params = _final_params(tmp_path)
+    assert step == 6 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
 def test_one_device_and_eight_agree(teacher_dir, manifest):
     """Loss and gradients on a 1x1 mesh and on data=2 x fsdp=4 (8 fake CPU devices)."""
     assert jax.device_count() == 8

@@ -54,3 +54,29 @@ def test_step_is_deterministic():
     b, _ = _run(3)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_non_finite_micro_step_is_skipped_and_counted():
+    """With max_nan_skips, a NaN batch leaves params and optimizer state as they were."""
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(TEACHER, t_params, 2, 2, gate="shared")
+    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=1, total_steps=50, accumulation_steps=2)
+    step, tx = make_train_step(s_cfg, TEACHER, opt, max_nan_skips=2)
+    step = jax.jit(step)
+    good = _batch()
+    bad = dict(good, audio=np.full_like(good["audio"], np.nan))
+    state = init_state(s_params, tx)
+    state, m = step(state, t_params, good)
+    before = state
+    state, m = step(state, t_params, bad)
+    assert not np.isfinite(m["train/loss"]) and int(m["train/skipped_steps"]) == 1
+    for x, y in zip(
+        jax.tree.leaves((before.params, before.opt_state.inner_state)),
+        jax.tree.leaves((state.params, state.opt_state.inner_state)),
+    ):
+        np.testing.assert_array_equal(x, y)
+    # The accumulation resumes where it was: the next good micro-step completes it.
+    state, m = step(state, t_params, good)
+    assert int(state.opt_state.inner_state.gradient_step) == 1
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+    assert int(m["train/skipped_steps"]) == 1

@@ -1,0 +1,223 @@
+"""The distillation step, jaxwhisper against the same step in transformers PyTorch. One run.
+
+    python bench/distill_step.py [--batch 8] [--steps 5] [--label-len 96]
+
+Teacher tiny.en (the bundled CTranslate2 weights), student 2+2 copied by the paper's map,
+one batch of real speech (30 s windows). Each step is the whole distillation update:
+log-mel features from the waveform, the frozen teacher's forward, the student's forward and
+backward, `0.8 * CE + 4 * KL` over target tokens, clipping and AdamW with warm-up.
+
+  jaxwhisper: `make_train_step` under `jax.jit` (features on device, donated state).
+  PyTorch:    transformers `WhisperForConditionalGeneration` teacher (eval, no_grad) and
+              student (train), transformers' torch log-mel, `torch.optim.AdamW`, eager mode.
+
+Before timing, both steps are given the same weights and the same log-mel features and
+must agree on the loss (a check that the two steps compute the same thing). Prints the time
+per step (median of `--steps` after one warm-up) and the ratio; the target is >= 1.3x.
+Both sides use every core of the machine (torch threads = os.cpu_count()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxwhisper.data.features import log_mel_batch
+from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.models.ctranslate2_format import read_model_bin
+from jaxwhisper.models.weights import bundled_model_files, config_to_hf, ct2_to_hf_state_dict, resolve_model
+from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.train.losses import distillation_loss
+from jaxwhisper.train.optim import OptimizerConfig
+from jaxwhisper.train.step import init_state, make_train_step
+from jaxwhisper.train.student import decoder_layer_map, encoder_layer_map, make_student
+
+REPO = Path(__file__).resolve().parent.parent
+OPT = OptimizerConfig(learning_rate=1e-4, warmup_steps=20, total_steps=300)
+T, CE_W, KL_W = 2.0, 0.8, 1.0
+
+
+def real_batch(batch: int, label_len: int, tok) -> dict:
+    src = parse_spec(str(REPO / "data/fixture/manifest.jsonl"))
+    loader = BatchLoader([src], BatchConfig(global_batch=batch, max_label_len=label_len), tok.prefix, tok.eot, tok.encode)
+    return loader.load_step(0)
+
+
+def time_steps(fn, steps: int) -> tuple[float, float]:
+    """(first call s, median of the next `steps` calls s)."""
+    t = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times)
+
+
+# ---------------------------------------------------------------- jaxwhisper
+
+
+def jax_stepper(teacher, gate: str, b: dict):
+    s_cfg, s_params = make_student(teacher.config, teacher.params, 2, 2, gate=gate, rng=jax.random.PRNGKey(0))
+    step, tx = make_train_step(s_cfg, teacher.config, OPT)
+    step = jax.jit(step, donate_argnums=0)
+    batch = {k: jnp.asarray(b[k]) for k in ("audio", "audio_len", "decoder_input_ids", "labels")}
+    t_params = jax.device_put(teacher.params)
+    box = {"state": init_state(s_params, tx)}
+
+    def run():
+        box["state"], m = step(box["state"], t_params, batch)
+        jax.block_until_ready(m["train/loss"])
+        return m
+
+    return s_cfg, s_params, run
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def torch_models(teacher_cfg, mel: np.ndarray):
+    import torch
+    import transformers
+
+    parts, _ = bundled_model_files("tiny.en")
+    _, sd = ct2_to_hf_state_dict(read_model_bin(parts)[1], "tiny.en")
+    hf_t = transformers.WhisperConfig(**config_to_hf(teacher_cfg))
+    teacher = transformers.WhisperForConditionalGeneration(hf_t).eval()
+    missing, _ = teacher.model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
+    assert not [k for k in missing if "proj_out" not in k], missing
+    maps = {
+        "encoder": encoder_layer_map(teacher_cfg.encoder_layers, 2),
+        "decoder": decoder_layer_map(teacher_cfg.decoder_layers, 2),
+    }
+    student_sd = {}
+    for k, v in sd.items():
+        side, rest = k.split(".", 1)
+        if rest.startswith("layers."):
+            j, tail = rest[len("layers.") :].split(".", 1)
+            for i, src in enumerate(maps[side]):
+                if src == int(j):
+                    student_sd[f"{side}.layers.{i}.{tail}"] = v
+        else:
+            student_sd[k] = v
+    hf_s = transformers.WhisperConfig(**config_to_hf(teacher_cfg.replace(encoder_layers=2, decoder_layers=2)))
+    student = transformers.WhisperForConditionalGeneration(hf_s).train()
+    missing, _ = student.model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in student_sd.items()}, strict=False)
+    assert not [k for k in missing if "proj_out" not in k], missing
+    student.tie_weights()
+    return teacher, student
+
+
+def torch_loss(student, teacher, feats, dec_in, labels):
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        t_logits = teacher(input_features=feats, decoder_input_ids=dec_in).logits
+    s_logits = student(input_features=feats, decoder_input_ids=dec_in).logits
+    mask = (labels != -100).float()
+    n = mask.sum().clamp(min=1.0)
+    logp = F.log_softmax(s_logits, -1)
+    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    ce = (nll * mask).sum() / n
+    log_ps, log_pt = F.log_softmax(s_logits / T, -1), F.log_softmax(t_logits / T, -1)
+    kl = ((log_pt.exp() * (log_pt - log_ps)).sum(-1) * mask).sum() / n
+    return CE_W * ce + KL_W * T**2 * kl
+
+
+def torch_stepper(student, teacher, fe, b: dict):
+    import torch
+
+    opt = torch.optim.AdamW(
+        student.parameters(), lr=OPT.learning_rate, betas=(OPT.b1, OPT.b2), eps=OPT.eps, weight_decay=0.0
+    )
+    warm, total = OPT.warmup_steps, OPT.total_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / (total - warm))
+    )
+    audio = np.asarray(b["audio"], np.float32)
+    dec_in = torch.from_numpy(np.asarray(b["decoder_input_ids"])).long()
+    labels = torch.from_numpy(np.asarray(b["labels"])).long()
+
+    def run():
+        feats = torch.from_numpy(fe._torch_extract_fbank_features(audio, "cpu"))
+        loss = torch_loss(student, teacher, feats, dec_in, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), OPT.clip_norm)
+        opt.step()
+        sched.step()
+        return float(loss)
+
+    return run
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--label-len", type=int, default=96)
+    args = p.parse_args()
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(os.cpu_count())
+    teacher = resolve_model("tiny.en")
+    tok = WhisperTokenizer(teacher.tokenizer_dir, multilingual=False)
+    b = real_batch(args.batch, args.label_len, tok)
+    print(
+        f"tiny.en -> 2+2, batch {args.batch} x 30 s, labels {args.label_len}; jax {jax.__version__} "
+        f"{jax.devices()[0].platform} x{jax.device_count()}; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); transformers {transformers.__version__}"
+    )
+
+    # Same weights and features: the two losses must agree before anything is timed.
+    mel = np.asarray(log_mel_batch(jnp.asarray(b["audio"]), jnp.asarray(b["audio_len"]), n_mels=80))
+    s_cfg, s_params, _ = jax_stepper(teacher, "none", b)
+    from jaxwhisper.models.whisper import Whisper
+
+    t_logits = Whisper(teacher.config).apply({"params": teacher.params}, mel, b["decoder_input_ids"])
+    s_logits = Whisper(s_cfg).apply({"params": s_params}, mel, b["decoder_input_ids"])
+    jax_loss = float(distillation_loss(s_logits, t_logits, jnp.asarray(b["labels"]), T, CE_W, KL_W)[0])
+    t_model, s_model = torch_models(teacher.config, mel)
+    with torch.no_grad():
+        pt_loss = float(
+            torch_loss(
+                s_model,
+                t_model,
+                torch.from_numpy(mel),
+                torch.from_numpy(np.asarray(b["decoder_input_ids"])).long(),
+                torch.from_numpy(np.asarray(b["labels"])).long(),
+            )
+        )
+    print(f"loss on identical inputs: jax {jax_loss:.5f}  torch {pt_loss:.5f}")
+    if abs(jax_loss - pt_loss) > 1e-3 * abs(pt_loss):
+        raise SystemExit("the two steps disagree on the loss: not the same computation, not timing")
+
+    rows = []
+    for gate in ("none", "shared"):
+        _, _, run = jax_stepper(teacher, gate, b)
+        rows.append((f"jaxwhisper gate={gate}", *time_steps(run, args.steps)))
+    fe = transformers.WhisperFeatureExtractor(feature_size=80)
+    rows.append(("transformers + torch AdamW", *time_steps(torch_stepper(s_model, t_model, fe, b), args.steps)))
+
+    torch_s = rows[-1][2]
+    print(f"\n| step | first call s | s/step | examples/s | vs PyTorch |\n|---|---|---|---|---|")
+    for name, first, per in rows:
+        print(f"| {name} | {first:.2f} | {per:.3f} | {args.batch / per:.2f} | {torch_s / per:.2f}x |")
+    print(f"\nPyTorch has no gated attention; compare it with gate=none. Target >= 1.3x.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Every experiment config loads, validates into a TrainConfig and builds its student.
+
+Students are built abstractly (shapes only) from the teacher's preset, so the paper's
+large-v2 configs are checked without downloading large-v2.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxwhisper.config import train_config_from_dict
+from jaxwhisper.models.config import preset
+from jaxwhisper.models.whisper import param_shapes
+from jaxwhisper.train.student import student_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _load(name: str, arg: str = ""):
+    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return train_config_from_dict(module.get_config(arg).to_dict())
+
+
+def _student_millions(cfg) -> float:
+    s = student_config(
+        preset(cfg.teacher), cfg.student.encoder_layers, cfg.student.decoder_layers, gate=cfg.student.gate
+    )
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(param_shapes(s))) / 1e6
+
+
+@pytest.mark.parametrize("enc, millions", [(8, 283), (16, 440), (24, 598)])
+@pytest.mark.parametrize("gate", ["shared", "none"])
+def test_paper_configs_build_the_papers_students(enc, millions, gate):
+    cfg = _load("distill_large_v2", f"encoder_layers={enc},gate={gate}")
+    assert (cfg.teacher, cfg.student.decoder_layers, cfg.student.gate) == ("large-v2", 2, gate)
+    assert (cfg.global_batch * cfg.optimizer.accumulation_steps, cfg.optimizer.warmup_steps) == (64, 1000)
+    assert abs(_student_millions(cfg) - millions) / millions < 0.005
+
+
+@pytest.mark.parametrize(
+    "name, arg, teacher, layers",
+    [
+        ("distill_tiny_en_2x2", "", "tiny.en", (2, 2)),
+        ("distill_tiny_en_2x2", "gate=none", "tiny.en", (2, 2)),
+        ("distill_base_3x2", "", "base", (3, 2)),
+    ],
+)
+def test_cpu_configs(name, arg, teacher, layers):
+    cfg = _load(name, arg)
+    assert cfg.teacher == teacher and (cfg.student.encoder_layers, cfg.student.decoder_layers) == layers
+    assert cfg.student.gate == ("none" if arg == "gate=none" else "shared")
+    teacher_millions = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(param_shapes(preset(teacher))))
+    assert _student_millions(cfg) < 0.9 * teacher_millions / 1e6
+
+
+@pytest.mark.parametrize("name", ["distill_tiny_en_2x2", "distill_large_v2"])
+def test_unknown_config_argument_is_an_error(name):
+    with pytest.raises(ValueError, match="unknown config argument"):
+        _load(name, "gates=none")
