@@ -13,7 +13,8 @@ backward, `0.8 * CE + 4 * KL` over target tokens, clipping and AdamW with warm-u
 
 Before timing, both steps are given the same weights and the same log-mel features and
 must agree on the loss (a check that the two steps compute the same thing). Prints the time
-per step (median of `--steps` after one warm-up) and the ratio; the target is >= 1.3x.
+per step (median of `--steps` rounds after one warm-up; the steps alternate so that drift
+in the machine's speed hits both) and the median per-round ratio; the target is >= 1.3x.
 Both sides use every core of the machine (torch threads = os.cpu_count()).
 """
 
@@ -47,12 +48,13 @@ T, CE_W, KL_W = 2.0, 0.8, 1.0
 
 def real_batch(batch: int, label_len: int, tok) -> dict:
     src = parse_spec(str(REPO / "data/fixture/manifest.jsonl"))
-    loader = BatchLoader([src], BatchConfig(global_batch=batch, max_label_len=label_len), tok.prefix, tok.eot, tok.encode)
+    cfg = BatchConfig(global_batch=batch, max_label_len=label_len)
+    loader = BatchLoader([src], cfg, tok.prefix, tok.eot, tok.encode)
     return loader.load_step(0)
 
 
-def time_steps(fn, steps: int) -> tuple[float, float]:
-    """(first call s, median of the next `steps` calls s)."""
+def time_steps(fn, steps: int) -> tuple[float, list[float]]:
+    """(first call s, [s of each of the next `steps` calls])."""
     t = time.perf_counter()
     fn()
     first = time.perf_counter() - t
@@ -61,7 +63,7 @@ def time_steps(fn, steps: int) -> tuple[float, float]:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
+    return first, times
 
 
 # ---------------------------------------------------------------- jaxwhisper
@@ -86,7 +88,7 @@ def jax_stepper(teacher, gate: str, b: dict):
 # ---------------------------------------------------------------- PyTorch
 
 
-def torch_models(teacher_cfg, mel: np.ndarray):
+def torch_models(teacher_cfg):
     import torch
     import transformers
 
@@ -112,7 +114,8 @@ def torch_models(teacher_cfg, mel: np.ndarray):
             student_sd[k] = v
     hf_s = transformers.WhisperConfig(**config_to_hf(teacher_cfg.replace(encoder_layers=2, decoder_layers=2)))
     student = transformers.WhisperForConditionalGeneration(hf_s).train()
-    missing, _ = student.model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in student_sd.items()}, strict=False)
+    weights = {k: torch.from_numpy(v.copy()) for k, v in student_sd.items()}
+    missing, _ = student.model.load_state_dict(weights, strict=False)
     assert not [k for k in missing if "proj_out" not in k], missing
     student.tie_weights()
     return teacher, student
@@ -157,66 +160,100 @@ def torch_stepper(student, teacher, fe, b: dict):
         torch.nn.utils.clip_grad_norm_(student.parameters(), OPT.clip_norm)
         opt.step()
         sched.step()
-        return float(loss)
+        return loss.detach().item()
 
     return run
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--label-len", type=int, default=96)
-    args = p.parse_args()
+SYSTEMS = ("jaxwhisper gate=none", "jaxwhisper gate=shared", "transformers + torch AdamW")
 
-    import torch
-    import transformers
 
-    torch.set_num_threads(os.cpu_count())
+def measure(system: str, args) -> None:
+    """Times one system in this (fresh) process and prints its JSON on the last line."""
+    import json
+
     teacher = resolve_model("tiny.en")
     tok = WhisperTokenizer(teacher.tokenizer_dir, multilingual=False)
     b = real_batch(args.batch, args.label_len, tok)
-    print(
-        f"tiny.en -> 2+2, batch {args.batch} x 30 s, labels {args.label_len}; jax {jax.__version__} "
-        f"{jax.devices()[0].platform} x{jax.device_count()}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); transformers {transformers.__version__}"
-    )
+    if system.startswith("jaxwhisper"):
+        run = jax_stepper(teacher, system.split("=")[1], b)[2]
+    else:
+        import torch
+        import transformers
 
-    # Same weights and features: the two losses must agree before anything is timed.
-    mel = np.asarray(log_mel_batch(jnp.asarray(b["audio"]), jnp.asarray(b["audio_len"]), n_mels=80))
-    s_cfg, s_params, _ = jax_stepper(teacher, "none", b)
+        torch.set_num_threads(os.cpu_count())
+        t_model, s_model = torch_models(teacher.config)
+        run = torch_stepper(s_model, t_model, transformers.WhisperFeatureExtractor(feature_size=80), b)
+    first, times = time_steps(run, args.steps)
+    print(json.dumps({"first": first, "times": times}))
+
+
+def check_same_loss(args) -> None:
+    """Same weights, same log-mel features: the two losses must agree before anything is timed."""
+    import torch
+
     from jaxwhisper.models.whisper import Whisper
 
+    teacher = resolve_model("tiny.en")
+    tok = WhisperTokenizer(teacher.tokenizer_dir, multilingual=False)
+    b = real_batch(args.batch, args.label_len, tok)
+    mel = np.array(log_mel_batch(jnp.asarray(b["audio"]), jnp.asarray(b["audio_len"]), n_mels=80))
+    s_cfg, s_params = make_student(teacher.config, teacher.params, 2, 2, gate="none")
     t_logits = Whisper(teacher.config).apply({"params": teacher.params}, mel, b["decoder_input_ids"])
     s_logits = Whisper(s_cfg).apply({"params": s_params}, mel, b["decoder_input_ids"])
     jax_loss = float(distillation_loss(s_logits, t_logits, jnp.asarray(b["labels"]), T, CE_W, KL_W)[0])
-    t_model, s_model = torch_models(teacher.config, mel)
+    t_model, s_model = torch_models(teacher.config)
     with torch.no_grad():
-        pt_loss = float(
-            torch_loss(
-                s_model,
-                t_model,
-                torch.from_numpy(mel),
-                torch.from_numpy(np.asarray(b["decoder_input_ids"])).long(),
-                torch.from_numpy(np.asarray(b["labels"])).long(),
-            )
-        )
+        ids, labels = (torch.from_numpy(np.asarray(b[k])).long() for k in ("decoder_input_ids", "labels"))
+        pt_loss = float(torch_loss(s_model, t_model, torch.from_numpy(mel), ids, labels))
     print(f"loss on identical inputs: jax {jax_loss:.5f}  torch {pt_loss:.5f}")
     if abs(jax_loss - pt_loss) > 1e-3 * abs(pt_loss):
         raise SystemExit("the two steps disagree on the loss: not the same computation, not timing")
 
-    rows = []
-    for gate in ("none", "shared"):
-        _, _, run = jax_stepper(teacher, gate, b)
-        rows.append((f"jaxwhisper gate={gate}", *time_steps(run, args.steps)))
-    fe = transformers.WhisperFeatureExtractor(feature_size=80)
-    rows.append(("transformers + torch AdamW", *time_steps(torch_stepper(s_model, t_model, fe, b), args.steps)))
 
-    torch_s = rows[-1][2]
-    print(f"\n| step | first call s | s/step | examples/s | vs PyTorch |\n|---|---|---|---|---|")
-    for name, first, per in rows:
-        print(f"| {name} | {first:.2f} | {per:.3f} | {args.batch / per:.2f} | {torch_s / per:.2f}x |")
-    print(f"\nPyTorch has no gated attention; compare it with gate=none. Target >= 1.3x.")
+def main():
+    import json
+    import subprocess
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--label-len", type=int, default=96)
+    p.add_argument("--rounds", type=int, default=2, help="fresh processes per system, alternating")
+    p.add_argument("--only", choices=SYSTEMS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.only:
+        return measure(args.only, args)
+
+    import torch
+    import transformers
+
+    print(
+        f"tiny.en -> 2+2, batch {args.batch} x 30 s, labels {args.label_len}; jax {jax.__version__} "
+        f"{jax.devices()[0].platform} x{jax.device_count()}; torch {torch.__version__} "
+        f"({os.cpu_count()} threads); transformers {transformers.__version__}"
+    )
+    check_same_loss(args)
+    # Each system runs alone in a fresh process (two frameworks' thread pools and heaps in one
+    # process slow each other down), alternating over rounds so that drift hits all alike.
+    results = {name: ([], []) for name in SYSTEMS}
+    common = ["--batch", str(args.batch), "--steps", str(args.steps), "--label-len", str(args.label_len)]
+    for _ in range(args.rounds):
+        for name in SYSTEMS:
+            cmd = [sys.executable, __file__, "--only", name, *common]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results[name][0].append(r["first"])
+            results[name][1].extend(r["times"])
+    ref = statistics.median(results[SYSTEMS[-1]][1])
+    n = args.rounds * args.steps
+    print(f"\n| step | first call s | s/step (median of {n}) | examples/s | vs PyTorch |")
+    print("|---|---|---|---|---|")
+    for name, (firsts, times) in results.items():
+        per = statistics.median(times)
+        print(f"| {name} | {min(firsts):.2f} | {per:.3f} | {args.batch / per:.2f} | {ref / per:.2f}x |")
+    print("\nPyTorch has no gated attention; compare it with gate=none. Target >= 1.3x.")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,31 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
     return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype(np.float32)
 
 
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, Whisper's activation; values identical to `jax.nn.gelu(x, False)`.
+
+    Only the backward pass differs: the derivative `Phi(x) + x * phi(x)` is formed once in the
+    forward pass and saved in place of `x` (same memory). XLA on CPU otherwise re-evaluates
+    the long erfc polynomial in several fusions of the backward pass: the tiny.en MLP's
+    forward + backward goes from 0.63 s to about a third of that (batch 8, 2 cores).
+    """
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_fwd(x):
+    cdf = 0.5 * jax.lax.erfc(-x * np.sqrt(0.5).astype(x.dtype))
+    deriv = cdf + x * jnp.exp(-0.5 * x * x) * np.asarray(1 / np.sqrt(2 * np.pi), x.dtype)
+    return x * cdf, deriv
+
+
+def _gelu_bwd(deriv, g):
+    return (g * deriv,)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
 def _layer_norm(c: WhisperConfig, name: str) -> nn.LayerNorm:
     # LayerNorm runs in f32 whatever the compute dtype, with the two-pass variance: padding
     # frames carry activations in the hundreds, where E[x^2] - E[x]^2 loses digits.
@@ -42,7 +67,7 @@ class MLP(nn.Module):
     def __call__(self, x):
         c = self.config
         x = nn.Dense(c.ffn_dim, dtype=c.dtype, param_dtype=c.param_dtype, name="fc1")(x)
-        x = nn.gelu(x, approximate=False)
+        x = gelu(x)
         return nn.Dense(c.d_model, dtype=c.dtype, param_dtype=c.param_dtype, name="fc2")(x)
 
 
@@ -113,8 +138,8 @@ class AudioEncoder(nn.Module):
     def __call__(self, mel: jax.Array) -> jax.Array:
         c = self.config
         x = jnp.swapaxes(mel, 1, 2).astype(c.dtype)
-        x = nn.gelu(self.conv1(x), approximate=False)
-        x = nn.gelu(self.conv2(x), approximate=False)
+        x = gelu(self.conv1(x))
+        x = gelu(self.conv2(x))
         pos = jax.lax.stop_gradient(self.embed_positions)[: x.shape[1]]
         x = (x + pos.astype(c.dtype)).astype(c.dtype)
         for layer in self.layers:

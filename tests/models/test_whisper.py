@@ -8,7 +8,7 @@ import pytest
 from jaxwhisper.models.attention import clipped_softmax
 from jaxwhisper.models.config import PRESETS, WhisperConfig, preset
 from jaxwhisper.models.weights import config_to_hf
-from jaxwhisper.models.whisper import Whisper, init_kv_cache, init_params, param_shapes
+from jaxwhisper.models.whisper import Whisper, gelu, init_kv_cache, init_params, param_shapes
 
 TINY = WhisperConfig(
     n_mels=80,
@@ -169,6 +169,20 @@ def test_bf16_compute_keeps_f32_params_and_is_close(tiny_params, tiny_inputs):
     bf16 = Whisper(TINY.replace(dtype="bfloat16")).apply({"params": tiny_params}, mel, tokens)
     assert bf16.dtype == jnp.float32  # logits are computed in f32
     assert np.abs(np.asarray(bf16) - np.asarray(f32)).max() < 0.1 * np.abs(np.asarray(f32)).max()
+
+
+def test_gelu_is_jax_exact_gelu_with_the_same_derivative():
+    x = jnp.linspace(-12.0, 12.0, 20001, dtype=jnp.float32)
+    np.testing.assert_array_equal(gelu(x), jax.nn.gelu(x, approximate=False))
+    ours = jax.grad(lambda v: jnp.sum(gelu(v)))(x)
+    ref = jax.grad(lambda v: jnp.sum(jax.nn.gelu(v, approximate=False)))(x)
+    np.testing.assert_allclose(ours, ref, atol=2e-7, rtol=0)
+    # And against the closed form Phi(x) + x * phi(x) in float64.
+    import scipy.stats
+
+    x64 = np.asarray(x, np.float64)
+    closed = scipy.stats.norm.cdf(x64) + x64 * scipy.stats.norm.pdf(x64)
+    np.testing.assert_allclose(ours, closed, atol=1e-6, rtol=0)
 
 
 def test_remat_changes_memory_not_values(tiny_params, tiny_inputs):
