@@ -1,4 +1,4 @@
-"""`jaxwhisper` command line: transcribe, pseudo-label, convert.
+"""`jaxwhisper` command line: transcribe, evaluate, pseudo-label, demo-corpus, convert.
 
 Subcommands only parse flags and call the library. Errors are one line on stderr naming
 the input and the cause, with a non-zero exit status.
@@ -153,11 +153,60 @@ def cmd_convert(args) -> int:
     return 0
 
 
-def cmd_not_built(name: str, issue: str):
-    def run(args) -> int:
-        raise CliError(f"`jaxwhisper {name}` is not built yet ({issue})")
+def cmd_evaluate(args) -> int:
+    import dataclasses
 
-    return run
+    import jax
+
+    from jaxwhisper.data.sources import DataSpecError
+    from jaxwhisper.evaluate import evaluate_model, load_eval_set, markdown_table
+    from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges, save_ranges
+    from jaxwhisper.quant.config import preset
+
+    output = Path(args.output)
+    model = _load_model(args.model)
+    qcfg = ranges = None
+    if args.quantize:
+        try:
+            qcfg = dataclasses.replace(preset(args.quantize), calibration_batches=args.calibration_batches)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        if qcfg.act_bits and args.ranges:
+            try:
+                ranges = load_ranges(Path(args.ranges))
+            except ValueError as e:
+                raise CliError(str(e)) from None
+        elif qcfg.act_bits:
+            if not args.calibration:
+                raise CliError(
+                    f"--quantize {args.quantize} quantizes activations: "
+                    "give --calibration SPEC or --ranges FILE"
+                )
+            if args.calibration in args.data:
+                raise CliError(f"--calibration {args.calibration} is also an evaluation set")
+    try:
+        pi, pc = jax.process_index(), jax.process_count()
+        sets = [load_eval_set(spec, args.max_examples, pi, pc) for spec in args.data]
+        if qcfg is not None and qcfg.act_bits and ranges is None:
+            calib = load_eval_set(args.calibration, args.calibration_batches * args.batch_size)
+            print(f"calibrating on {len(calib.clips)} clips of {args.calibration}", file=sys.stderr)
+            ranges = calibrate_on_audio(model, calib.clips, qcfg, args.batch_size)
+            meta = {"model": model.source, "calibration": args.calibration, "clips": len(calib.clips)}
+            save_ranges(ranges, output.with_suffix(".ranges.json"), meta)
+    except DataSpecError as e:
+        raise CliError(str(e)) from None
+    results = evaluate_model(model, sets, output, args.batch_size, qcfg=qcfg, ranges=ranges)
+    label = model.source + (f" {qcfg.name}" if qcfg else "")
+    print(markdown_table({label: results["datasets"]}))
+    for name, r in results["datasets"].items():
+        print(
+            f"{name}: {r['utterances']} utterances, {r['words']} words, S/D/I {r['substitutions']}/"
+            f"{r['deletions']}/{r['insertions']}, {r['audio_s']:.0f} s audio in {r['wall_s']:.1f} s, "
+            f"skipped {sum(r['skipped'].values())}",
+            file=sys.stderr,
+        )
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--output", default="runs/demo/corpus")
     dc.add_argument("--tts-sentences", type=int, default=None, help="sentences to synthesize (default: all)")
     dc.set_defaults(func=cmd_demo_corpus)
+
+    e = sub.add_parser("evaluate", help="WER of a model (float or fake-quantized) on data specs")
+    e.add_argument("--model", default="tiny.en", help="tiny.en, base, a local path or a hub id")
+    e.add_argument("--data", action="append", required=True, help="data spec (repeatable)")
+    e.add_argument("--quantize", help="w8a8, w8a8-per-channel, w4a8, w8a16, ... (jaxwhisper/quant/config.py)")
+    e.add_argument("--calibration", help="data spec of the calibration clips")
+    e.add_argument("--calibration-batches", type=int, default=16)
+    e.add_argument("--ranges", help="reuse a ranges file written by an earlier calibration")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-examples", type=int, default=0, help="first N utterances of each set (0: all)")
+    e.add_argument("--output", required=True, help="results.json; hypotheses go beside it")
+    e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("convert", help="write a jaxwhisper (Flax) checkpoint from any supported weights")
     c.add_argument("src", help="tiny.en, base, CTranslate2/HF directory, OpenAI .pt, or hub id")

@@ -120,6 +120,11 @@ def _build(cls, values: Mapping[str, Any], path: str):
     return cls(**kwargs)
 
 
+def build_dataclass(cls, values: Mapping[str, Any]):
+    """Any config dataclass from a (ConfigDict-derived) mapping; unknown keys are errors."""
+    return _build(cls, dict(values), "")
+
+
 def train_config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
     """Validates a (ConfigDict-derived) mapping into a TrainConfig."""
     cfg = _build(TrainConfig, dict(values), "")

@@ -128,6 +128,9 @@ class Transcriber:
       language, task: prefix of multilingual models.
       sort_window: rows gathered before batching by length (default 4 batches); 1 keeps
         the input order.
+      intercept: `() -> context manager` entered while tracing the decoder (fake-quantized
+        activations: `jaxwhisper.quant.fakequant.activation_interceptor`).
+      devices: local devices to shard rows over (default: all of this host's).
     """
 
     def __init__(
@@ -138,6 +141,8 @@ class Transcriber:
         language: str = "en",
         task: str = "transcribe",
         sort_window: Optional[int] = None,
+        intercept: Optional[Callable] = None,
+        devices: Optional[list] = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -151,12 +156,12 @@ class Transcriber:
         )
         tok = self.tokenizer
         options = DecodeOptions(tok.prefix, tok.eot, tok.suppress_tokens, tok.suppress_at_begin)
-        decoder = make_greedy_decoder(model.config, options)
+        decoder = make_greedy_decoder(model.config, options, intercept)
         n_mels = model.config.n_mels
 
         # Rows are sharded over this host's devices (the most that divide the batch size);
         # params are replicated. Each host decodes its own inputs: no cross-host traffic.
-        devices = jax.local_devices()
+        devices = list(devices or jax.local_devices())
         n_dev = math.gcd(batch_size, len(devices))
         self.mesh = Mesh(np.asarray(devices[:n_dev]), ("data",))
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())

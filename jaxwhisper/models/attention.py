@@ -81,7 +81,22 @@ def clipped_softmax(scores: jax.Array, gamma: float, zeta: float) -> jax.Array:
     return jnp.clip((zeta - gamma) * probs + gamma, 0.0, 1.0)
 
 
-class MultiHeadAttention(nn.Module):
+class Tapped(nn.Module):
+    """A module with named activation points.
+
+    `tap(name, x)` is the identity: it sows `x` as `intermediates/name` (free unless that
+    collection is mutable) and returns it. Because it is a module method, an
+    `nn.intercept_methods` interceptor sees every tap with the module's path and may record
+    the value (statistics, calibration) or replace it (fake quantization) without the model
+    knowing: `jaxwhisper.quant` and `jaxwhisper.outliers` work this way.
+    """
+
+    def tap(self, name: str, x: jax.Array) -> jax.Array:
+        self.sow("intermediates", name, x)
+        return x
+
+
+class MultiHeadAttention(Tapped):
     """Whisper attention: q/v/out projections with bias, key projection without.
 
     Attributes:
@@ -173,23 +188,26 @@ class MultiHeadAttention(nn.Module):
                 new_cache = {"k": k, "v": v}
         probs_fn = lambda s: clipped_softmax(s, c.softmax_clip_gamma, c.softmax_clip_zeta)  # noqa: E731
         n_q = x.shape[1]
-        if self._use_blocked(n_q, kv, cache):
+        if self.use_blocked_attention(n_q, kv, cache):
             ctx = blocked_attention(q, k.astype(q.dtype), v.astype(c.dtype), probs_fn, _query_block(n_q))
             return self._finish(x, ctx.transpose(0, 2, 1, 3)), new_cache
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = self.tap("attn_scores", scores)  # before the causal mask's -inf stand-ins
         if self.causal:
             q_pos = offset + jnp.arange(n_q)
             k_pos = jnp.arange(k.shape[2])
             visible = k_pos[None, :] <= q_pos[:, None]
             scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = probs_fn(scores)
-        self.sow("intermediates", "attn_probs", probs)
+        probs = self.tap("attn_probs", probs)
         ctx = jnp.einsum("bhqk,bhkd->bqhd", probs.astype(c.dtype), v.astype(c.dtype))
         return self._finish(x, ctx), new_cache
 
-    def _use_blocked(self, n_q: int, kv, cache) -> bool:
-        # Long non-causal self-attention (the encoder), unless intermediates are being
-        # collected: then the full probabilities are needed for `attn_probs`.
+    def use_blocked_attention(self, n_q: int, kv, cache) -> bool:
+        """Long non-causal self-attention (the encoder) runs in query tiles, unless
+        intermediates are collected: then the full probabilities are needed for `attn_probs`.
+        The taps `attn_scores` and `attn_probs` exist only on the dense path, so interceptors
+        that act on them intercept this method and return False."""
         return (
             n_q >= 512
             and kv is None
@@ -204,10 +222,8 @@ class MultiHeadAttention(nn.Module):
         c = self.config
         gate = self._gate(x)
         if gate is not None:
-            self.sow("intermediates", "gate", gate)
+            gate = self.tap("gate", gate)
             ctx = (ctx * gate[..., None]).astype(c.dtype)
         ctx = ctx.reshape(*ctx.shape[:2], c.d_model)
-        self.sow("intermediates", "context", ctx)
-        out = self.out_proj(ctx)
-        self.sow("intermediates", "out", out)
-        return out
+        ctx = self.tap("context", ctx)
+        return self.tap("out", self.out_proj(ctx))

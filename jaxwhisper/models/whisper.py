@@ -3,7 +3,9 @@
 Parameter names follow Hugging Face's `WhisperForConditionalGeneration` (`encoder/layers_0/
 self_attn/q_proj/kernel`, ...), so that loaders are small name maps. Every block sows its
 output as `block_out` into the `intermediates` collection; attention modules sow theirs
-(see attention.py).
+(see attention.py). These are `tap` points (attention.Tapped): residual sums
+(`residual_self_attn`, `residual_cross_attn`, `block_out`), the embedding sums (`embed`) and
+the decoder's `logits`; interceptors record or replace them (quantization, statistics).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxwhisper.models.attention import KVCache, MultiHeadAttention
+from jaxwhisper.models.attention import KVCache, MultiHeadAttention, Tapped
 from jaxwhisper.models.config import WhisperConfig
 
 
@@ -71,7 +73,7 @@ class MLP(nn.Module):
         return nn.Dense(c.d_model, dtype=c.dtype, param_dtype=c.param_dtype, name="fc2")(x)
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(Tapped):
     """Pre-LN block: self-attention, (cross-attention), MLP, each with a residual."""
 
     config: WhisperConfig
@@ -93,13 +95,12 @@ class ResidualBlock(nn.Module):
     def __call__(self, x, cross_kv=None, cache: Optional[KVCache] = None, offset=0):
         dt = self.config.dtype
         h, cache = self.self_attn(self.self_attn_layer_norm(x).astype(dt), cache=cache, offset=offset)
-        x = x + h
+        x = self.tap("residual_self_attn", x + h)
         if self.cross_attention:
             h, _ = self.encoder_attn(self.encoder_attn_layer_norm(x).astype(dt), kv=cross_kv)
-            x = x + h
+            x = self.tap("residual_cross_attn", x + h)
         x = x + self.mlp(self.final_layer_norm(x).astype(dt))
-        self.sow("intermediates", "block_out", x)
-        return x, cache
+        return self.tap("block_out", x), cache
 
 
 def _block_class(config: WhisperConfig) -> type[ResidualBlock]:
@@ -107,7 +108,7 @@ def _block_class(config: WhisperConfig) -> type[ResidualBlock]:
     return nn.remat(ResidualBlock) if config.remat else ResidualBlock
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(Tapped):
     """Log-mel [batch, n_mels, frames] -> hidden states [batch, frames // 2, embed]."""
 
     config: WhisperConfig
@@ -141,13 +142,13 @@ class AudioEncoder(nn.Module):
         x = gelu(self.conv1(x))
         x = gelu(self.conv2(x))
         pos = jax.lax.stop_gradient(self.embed_positions)[: x.shape[1]]
-        x = (x + pos.astype(c.dtype)).astype(c.dtype)
+        x = self.tap("embed", (x + pos.astype(c.dtype)).astype(c.dtype))
         for layer in self.layers:
             x, _ = layer(x)
         return self.layer_norm(x).astype(c.dtype)
 
 
-class TextDecoder(nn.Module):
+class TextDecoder(Tapped):
     """Tokens [batch, len] + encoder keys/values -> logits [batch, len, vocab] (f32)."""
 
     config: WhisperConfig
@@ -182,7 +183,7 @@ class TextDecoder(nn.Module):
     ) -> tuple[jax.Array, Optional[list[KVCache]]]:
         c = self.config
         pos = jax.lax.dynamic_slice_in_dim(self.embed_positions, offset, tokens.shape[1])
-        x = (self.embed_tokens(tokens) + pos.astype(c.dtype)).astype(c.dtype)
+        x = self.tap("embed", (self.embed_tokens(tokens) + pos.astype(c.dtype)).astype(c.dtype))
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
             # Positional: nn.remat traces positional arguments only.
@@ -192,7 +193,7 @@ class TextDecoder(nn.Module):
         x = self.layer_norm(x)
         # Logits are tied to the token embedding and computed in f32.
         logits = x @ self.embed_tokens.embedding.astype(jnp.float32).T
-        return logits, new_cache
+        return self.tap("logits", logits), new_cache
 
 
 class Whisper(nn.Module):

@@ -1,0 +1,69 @@
+"""Real INT8 Dense layers against fake quantization: the same numbers up to float rounding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.whisper import Whisper, init_params
+from jaxwhisper.quant import fakequant, int8
+from jaxwhisper.quant import quantizer as Q
+from jaxwhisper.quant.config import QuantConfig
+
+CFG = WhisperConfig(
+    n_audio_ctx=64, n_text_ctx=16, n_vocab=96, d_model=32, n_heads=2, encoder_layers=2,
+    decoder_layers=2, ffn_dim=64, gate="shared",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_dense_is_fake_quant_in_exact_arithmetic(per_channel):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(48, 20)).astype(np.float32) * np.linspace(0.1, 3, 20, dtype=np.float32)
+    b = rng.normal(size=(20,)).astype(np.float32)
+    x = (rng.normal(size=(5, 7, 48)) * 2 + 0.5).astype(np.float32)
+    q = QuantConfig(weight_per_channel=per_channel)
+    k = int8.int8_kernels({"fc": {"kernel": w, "bias": b}}, q)["fc"]
+    assert k["q"].dtype == jnp.int8
+    x_range = (float(x.min()) * 0.8, float(x.max()) * 0.8)  # some clipping too
+    got = np.asarray(int8.int8_dense(jnp.asarray(x), k, x_range, jnp.asarray(b)), np.float64)
+    # Reference in float64: fake-quantized x and W, then a matmul.
+    xq = np.asarray(Q.fake_quant(jnp.asarray(x), Q.qparams(*x_range, 8)), np.float64)
+    wq = np.asarray(Q.fake_quant_weight(jnp.asarray(w), 8, False, -1 if per_channel else None), np.float64)
+    ref = xq @ wq + b
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_int8_model_matches_fake_quant_model():
+    params = init_params(CFG, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(1)
+    mel = rng.normal(size=(2, 80, 128)).astype(np.float32)
+    tokens = rng.integers(0, 96, size=(2, 7)).astype(np.int32)
+    q = QuantConfig(real_int8=True)
+    ranges = fakequant.calibrate(CFG, params, [(mel, tokens)], q)
+    qp = fakequant.quantize_params(params, q)
+    with fakequant.activation_interceptor(ranges, q, CFG):
+        fake = Whisper(CFG).apply({"params": qp}, mel, tokens)
+    kernels = int8.int8_kernels(params, q)
+    assert "encoder/layers_0/mlp/fc1" in kernels and "decoder/layers_1/self_attn/q_proj" in kernels
+    with int8.int8_interceptor(kernels, ranges, q, CFG):
+        real = Whisper(CFG).apply({"params": qp}, mel, tokens)
+    # A rounding difference can move an activation by one quantization step downstream;
+    # nothing more.
+    assert float(jnp.abs(real - fake).max()) < 0.05 * float(jnp.abs(fake).max())
+    assert float(jnp.mean(jnp.abs(real - fake))) < 1e-3 * float(jnp.abs(fake).max())
+
+
+def test_real_int8_needs_w8_asymmetric():
+    with pytest.raises(ValueError, match="real_int8"):
+        QuantConfig(real_int8=True, weight_bits=4)
+    with pytest.raises(ValueError):
+        int8.int8_kernels({}, QuantConfig(weight_bits=4))
+
+
+def test_int8_model_is_smaller_on_disk():
+    params = init_params(CFG.replace(d_model=128, n_heads=4, ffn_dim=512), jax.random.PRNGKey(0))
+    kernels = int8.int8_kernels(params, QuantConfig())
+    small, big = int8.serialized_size(kernels, params)
+    assert small < big

@@ -1,0 +1,93 @@
+"""Evaluation: counted skips, results.json, 8 devices == 1 device, the `evaluate` command."""
+
+import json
+import shutil
+
+import jax
+import pytest
+
+from jaxwhisper.cli import main
+from jaxwhisper.evaluate import evaluate_model, load_eval_set
+from jaxwhisper.quant.calibrate import calibrate_on_audio
+from jaxwhisper.quant.config import QuantConfig
+
+pytestmark = pytest.mark.slow  # the real tiny.en
+
+
+@pytest.fixture(scope="module")
+def eval_manifest(tmp_path_factory, fixture_manifest):
+    """8 good clips with references, then a missing file, a row without text, a broken line."""
+    d = tmp_path_factory.mktemp("eval")
+    rows = [json.loads(x) for x in fixture_manifest.read_text().splitlines()][:8]
+    for r in rows:
+        shutil.copy(fixture_manifest.parent / r["audio"], d / r["audio"].split("/")[-1])
+        r["audio"] = r["audio"].split("/")[-1]
+    rows += [{"id": "missing", "audio": "nope.wav", "text": "x"}, {"id": "notext", "audio": rows[0]["audio"]}]
+    path = d / "set.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibration_clips(fixture_manifest):
+    return load_eval_set(str(fixture_manifest), 16).clips[8:16]  # not in the evaluation set
+
+
+def test_skips_are_counted_not_lost(eval_manifest):
+    data = load_eval_set(str(eval_manifest))
+    assert len(data.clips) == 8
+    assert dict(data.skipped) == {"bad_audio": 1, "no_reference": 1, "bad_row": 1}
+
+
+def test_eight_devices_give_the_hypotheses_of_one(tiny_en, eval_manifest, calibration_clips, tmp_path):
+    assert jax.local_device_count() == 8
+    q = QuantConfig(calibration_batches=1)
+    ranges = calibrate_on_audio(tiny_en, calibration_clips, q, batch_size=8)
+    data = [load_eval_set(str(eval_manifest))]
+    out = {}
+    for n in (1, 8):
+        for label, qcfg in (("float", None), ("w8a8", q)):
+            res = evaluate_model(
+                tiny_en, data, tmp_path / f"{label}{n}" / "r.json", 8, qcfg=qcfg, ranges=ranges,
+                devices=jax.local_devices()[:n],
+            )  # fmt: skip
+            hyp = (tmp_path / f"{label}{n}" / "r.hypotheses" / "set.jsonl").read_text()
+            out[label, n] = (res, hyp)
+    for label in ("float", "w8a8"):
+        assert out[label, 1][1] == out[label, 8][1]
+        a, b = out[label, 1][0]["datasets"]["set"], out[label, 8][0]["datasets"]["set"]
+        assert {k: v for k, v in a.items() if k != "wall_s"} == {k: v for k, v in b.items() if k != "wall_s"}
+    r = out["float", 8][0]
+    assert r["quantization"] is None and out["w8a8", 8][0]["quantization"]["name"] == "w8a8"
+    s = r["datasets"]["set"]
+    assert s["utterances"] == 8 and s["skipped"] == {
+        "bad_row": 1,
+        "text_rule": 0,
+        "no_reference": 1,
+        "bad_audio": 1,
+    }
+    assert s["wer"] == pytest.approx(
+        100 * (s["substitutions"] + s["deletions"] + s["insertions"]) / s["words"]
+    )
+    assert s["wer"] < 25  # tiny.en on clean read speech; a broken pipeline gives ~100
+
+
+def test_evaluate_command(eval_manifest, fixture_manifest, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    args = ["evaluate", "--model", "tiny.en", "--data", str(eval_manifest), "--batch-size", "8"]
+    assert main([*args, "--output", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"model", "quantization", "datasets"}
+    assert set(res["datasets"]["set"]) >= {
+        "wer", "substitutions", "deletions", "insertions", "words", "utterances", "audio_s", "wall_s",
+    }  # fmt: skip
+    assert "| tiny.en |" in capsys.readouterr().out
+    assert len((tmp_path / "res.hypotheses" / "set.jsonl").read_text().splitlines()) == 8
+    # Activation quantization without calibration data, or calibrating on the test set: errors.
+    assert main([*args, "--quantize", "w8a8", "--output", str(out)]) == 2
+    assert "--calibration" in capsys.readouterr().err
+    bad = [*args, "--quantize", "w8a8", "--calibration", str(eval_manifest), "--output", str(out)]
+    assert main(bad) == 2
+    assert (
+        main([*args, "--quantize", "w9a9", "--calibration", str(fixture_manifest), "--output", str(out)]) == 2
+    )
