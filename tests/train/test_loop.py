@@ -64,6 +64,24 @@ def _config(teacher_dir, manifest, **kw):
     return train_config_from_dict(c)
 
 
+def _tensorboard_scalars(logdir: Path, tag: str) -> list:
+    """Values of `tag` in the TFRecord event files under logdir (read without TensorFlow)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    values = []
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n])
+            pos += 12 + n + 4  # length, its crc, the record, its crc
+            values += [v.simple_value for v in event.summary.value if v.tag == tag]
+    return values
+
+
 def _final_params(workdir):
     import orbax.checkpoint as ocp
 
@@ -88,6 +106,9 @@ def test_six_steps_equal_three_restart_three(teacher_dir, manifest, tmp_path):
         np.testing.assert_array_equal(x, y)
     losses = lambda d: [json.loads(x)["train/loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert losses(tmp_path / "straight") == losses(tmp_path / "cut")
+    # TensorBoard events beside metrics.jsonl, with the same scalars.
+    tb = _tensorboard_scalars(tmp_path / "straight" / "tensorboard", "train/loss")
+    assert tb == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
 
 
 def test_validation_curve_and_best_checkpoints(teacher_dir, manifest, tmp_path):

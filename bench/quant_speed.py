@@ -1,0 +1,76 @@
+"""Float vs fake-quantized W8A8 vs real INT8 (int8 x int8 -> int32 Dense layers). One run.
+
+    python bench/quant_speed.py [--clips 32] [--batch 8] [--ranges runs/quant_tiny_en/ranges/...json]
+
+tiny.en greedy decoding of real speech (the vendored clips): wall time after a warm-up
+batch, WER, and the size of the weights serialised as .npz (int8 kernels with scales, zero
+points and column sums; everything else float32). Calibrates on the Asterisk prompts (or the
+given ranges file) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+
+from jaxwhisper.evaluate import load_eval_set
+from jaxwhisper.metrics import word_error_rate
+from jaxwhisper.models.weights import LoadedModel, resolve_model
+from jaxwhisper.quant import fakequant, int8
+from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges
+from jaxwhisper.quant.config import QuantConfig
+from jaxwhisper.transcribe import Transcriber
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPTS = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--ranges", help="a ranges file from quantize.py (default: calibrate now)")
+    args = p.parse_args()
+
+    model = resolve_model("tiny.en")
+    data = load_eval_set(str(REPO / "data/fixture/manifest.jsonl"), args.clips)
+    q = QuantConfig(calibration_batches=4)
+    if args.ranges:
+        ranges = load_ranges(Path(args.ranges))
+    else:
+        calib = load_eval_set(str(PROMPTS if PROMPTS.exists() else REPO / "data/fixture/manifest.jsonl"), 32)
+        ranges = calibrate_on_audio(model, calib.clips, q, args.batch)
+    qparams = fakequant.quantize_params(model.params, q)
+    kernels = int8.int8_kernels(model.params, q)
+    quantized = LoadedModel(model.config, qparams, model.tokenizer_dir, model.source)
+    systems = {
+        "float32": Transcriber(model, batch_size=args.batch),
+        "w8a8 fake-quant": Transcriber(
+            quantized,
+            batch_size=args.batch,
+            intercept=lambda: fakequant.activation_interceptor(ranges, q, model.config),
+        ),
+        "w8a8 real int8 Dense": Transcriber(
+            quantized,
+            batch_size=args.batch,
+            intercept=lambda: int8.int8_interceptor(kernels, ranges, q, model.config),
+        ),
+    }
+    small, big = int8.serialized_size(kernels, model.params)
+    print(f"tiny.en, {len(data.clips)} clips ({data.audio_s:.0f} s), batch {args.batch}, {jax.devices()[0]}")
+    print("\n| system | wall s | audio-s/s | WER % | weights on disk MB |\n|---|---|---|---|---|")
+    for name, t in systems.items():
+        t.transcribe_arrays(data.clips[: args.batch])  # compile
+        t0 = time.perf_counter()
+        hyps = t.transcribe_arrays(data.clips)
+        wall = time.perf_counter() - t0
+        wer = word_error_rate(data.references, hyps).wer
+        size = small if "int8" in name else big
+        print(f"| {name} | {wall:.1f} | {data.audio_s / wall:.2f} | {wer:.2f} | {size / 1e6:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
