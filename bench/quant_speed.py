@@ -48,15 +48,20 @@ def main():
     quantized = LoadedModel(model.config, qparams, model.tokenizer_dir, model.source)
     systems = {
         "float32": Transcriber(model, batch_size=args.batch),
-        "w8a8 fake-quant": Transcriber(
+        "w8a8 fake-quant (float matmuls)": Transcriber(
             quantized,
             batch_size=args.batch,
             intercept=lambda: fakequant.activation_interceptor(ranges, q, model.config),
         ),
+        "w8a8 integer Dense emulated in f32": Transcriber(
+            quantized,
+            batch_size=args.batch,
+            intercept=lambda: int8.integer_dense_interceptor(kernels, ranges, q, model.config, real=False),
+        ),
         "w8a8 real int8 Dense": Transcriber(
             quantized,
             batch_size=args.batch,
-            intercept=lambda: int8.int8_interceptor(kernels, ranges, q, model.config),
+            intercept=lambda: int8.integer_dense_interceptor(kernels, ranges, q, model.config, real=True),
         ),
     }
     small, big = int8.serialized_size(kernels, model.params)
@@ -68,7 +73,7 @@ def main():
         hyps = t.transcribe_arrays(data.clips)
         wall = time.perf_counter() - t0
         wer = word_error_rate(data.references, hyps).wer
-        size = small if "int8" in name else big
+        size = small if "real int8" in name else big
         print(f"| {name} | {wall:.1f} | {data.audio_s / wall:.2f} | {wer:.2f} | {size / 1e6:.1f} |")
 
 

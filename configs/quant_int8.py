@@ -25,6 +25,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         "w8a8-real-int8",
         "w8a8-no-exclusion",
         "w8a8-per-channel",
+        "w8a8-per-channel-real-int8",
         "w8a8-percentile",
         "w8a8-mse",
         "w8a16",

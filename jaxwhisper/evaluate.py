@@ -156,11 +156,14 @@ def evaluate_model(
         )
         if qcfg.act_bits and ranges is None:
             raise ValueError("activation quantization needs calibrated ranges")
-        if qcfg.real_int8:
+        if 2 <= qcfg.act_bits <= 8 and 2 <= qcfg.weight_bits <= 8:
+            # Dense layers in the integer domain: real int8, or its exact float emulation.
             from jaxwhisper.quant import int8
 
             kernels = int8.int8_kernels(params, qcfg)
-            intercept = lambda: int8.int8_interceptor(kernels, ranges, qcfg, model.config)  # noqa: E731
+            intercept = lambda: int8.integer_dense_interceptor(  # noqa: E731
+                kernels, ranges, qcfg, model.config, real=qcfg.real_int8
+            )
         elif qcfg.act_bits:
             intercept = lambda: fakequant.activation_interceptor(ranges, qcfg, model.config)  # noqa: E731
     transcriber = Transcriber(model, batch_size=batch_size, intercept=intercept, devices=devices)

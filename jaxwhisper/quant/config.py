@@ -60,7 +60,7 @@ class QuantConfig:
     quantize_gates: also quantize the gates (default: float, as Bondarenko).
     quantize_logits: also quantize the decoder's output logits (default: float).
     real_int8: run the quantized Dense layers as int8 x int8 -> int32 matmuls on int8 weights
-      (`jaxwhisper.quant.int8`) instead of simulating them; needs w8, asymmetric.
+      (`jaxwhisper.quant.int8`) instead of emulating them in float32; needs w8a8.
     """
 
     weight_bits: int = 8
@@ -89,8 +89,8 @@ class QuantConfig:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.real_int8 and (self.weight_bits != 8 or self.weight_symmetric or not self.act_bits):
-            raise ValueError("real_int8 needs 8-bit asymmetric weights and quantized activations")
+        if self.real_int8 and (self.weight_bits != 8 or self.act_bits != 8):
+            raise ValueError("real_int8 needs 8-bit weights and 8-bit activations")
         if self.calibration_batches < 1:
             raise ValueError("calibration_batches must be at least 1")
 
@@ -140,6 +140,7 @@ PRESETS: dict[str, QuantConfig] = {
     "w8a8-no-exclusion": QuantConfig(paper_exclusion=False),
     "w8a8-per-channel": QuantConfig(weight_per_channel=True),
     "w8a8-real-int8": QuantConfig(real_int8=True),
+    "w8a8-per-channel-real-int8": QuantConfig(weight_per_channel=True, real_int8=True),
     "w4a8": QuantConfig(weight_bits=4),
     "w4a8-per-channel": QuantConfig(weight_bits=4, weight_per_channel=True),
     "w8a8-percentile": QuantConfig(estimator="percentile"),

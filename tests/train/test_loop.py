@@ -161,12 +161,12 @@ def test_non_finite_loss_aborts_with_a_dump(teacher_dir, manifest, tmp_path, nan
 def test_non_finite_step_skipped_within_the_bound(teacher_dir, manifest, tmp_path, nan_at_step_2):
     from jaxwhisper.train.loop import train_and_evaluate
 
-    last = train_and_evaluate(_config(teacher_dir, manifest, max_nan_skips=1), tmp_path)
+    last = train_and_evaluate(_config(teacher_dir, manifest, max_nan_skips=1, total_steps=4), tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1, 1, 1, 1]
+    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1, 1]
     assert not np.isfinite(rows[1]["train/loss"]) and np.isfinite(last["train/loss"])
     step, params = _final_params(tmp_path)
-    assert step == 6 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+    assert step == 4 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
 def test_one_device_and_eight_agree(teacher_dir, manifest):
