@@ -82,7 +82,7 @@ def jax_stepper(teacher, gate: str, b: dict):
         jax.block_until_ready(m["train/loss"])
         return m
 
-    return s_cfg, s_params, run
+    return run
 
 
 # ---------------------------------------------------------------- PyTorch
@@ -176,7 +176,7 @@ def measure(system: str, args) -> None:
     tok = WhisperTokenizer(teacher.tokenizer_dir, multilingual=False)
     b = real_batch(args.batch, args.label_len, tok)
     if system.startswith("jaxwhisper"):
-        run = jax_stepper(teacher, system.split("=")[1], b)[2]
+        run = jax_stepper(teacher, system.split("=")[1], b)
     else:
         import torch
         import transformers

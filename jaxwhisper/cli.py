@@ -192,7 +192,8 @@ def cmd_evaluate(args) -> int:
             print(f"calibrating on {len(calib.clips)} clips of {args.calibration}", file=sys.stderr)
             ranges = calibrate_on_audio(model, calib.clips, qcfg, args.batch_size)
             meta = {"model": model.source, "calibration": args.calibration, "clips": len(calib.clips)}
-            save_ranges(ranges, output.with_suffix(".ranges.json"), meta)
+            if pi == 0:  # every process calibrated on the same clips: one writer
+                save_ranges(ranges, output.with_suffix(".ranges.json"), meta)
     except DataSpecError as e:
         raise CliError(str(e)) from None
     results = evaluate_model(model, sets, output, args.batch_size, qcfg=qcfg, ranges=ranges)

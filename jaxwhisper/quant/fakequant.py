@@ -14,7 +14,7 @@ dense path).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import flax.linen as nn
 import flax.traverse_util
@@ -63,7 +63,7 @@ def quantize_params(params: Mapping, qcfg: QuantConfig) -> dict:
     return flax.traverse_util.unflatten_dict(out)
 
 
-def _points(next_fun, args, kwargs, context, on_point: Callable):
+def activation_points(next_fun, args, kwargs, context, on_point: Callable):
     """Calls `on_point(point_name, value)` at each activation point; returns its value."""
     module, method = context.module, context.method_name
     path = "/".join(module.path)
@@ -96,6 +96,9 @@ def _sample(x: jax.Array) -> jax.Array:
     return flat[::stride]
 
 
+MSE_RATIOS = tuple(1.0 - 0.05 * i for i in range(15))
+
+
 def batch_range(x: jax.Array, qcfg: QuantConfig) -> jax.Array:
     """[lo, hi] of one batch's activation by the configured estimator.
 
@@ -120,9 +123,6 @@ def batch_range(x: jax.Array, qcfg: QuantConfig) -> jax.Array:
     return jnp.stack([best * lo, best * hi])
 
 
-MSE_RATIOS = tuple(1.0 - 0.05 * i for i in range(15))
-
-
 def stats_interceptor(qcfg: QuantConfig):
     """Sows each point's batch [lo, hi] (by the configured estimator) into the `quant_stats`
     collection (of the module that owns the point; keyed by the full point name)."""
@@ -132,17 +132,14 @@ def stats_interceptor(qcfg: QuantConfig):
             context.module.sow(STATS, point, batch_range(x, qcfg))
             return x
 
-        return _points(next_fun, args, kwargs, context, on_point)
+        return activation_points(next_fun, args, kwargs, context, on_point)
 
     return nn.intercept_methods(interceptor)
 
 
-def activation_interceptor(
-    ranges: Mapping[str, tuple[float, float]], qcfg: QuantConfig, config: WhisperConfig
-):
-    """Fake-quantizes every activation point that is not excluded, with its calibrated range."""
-    if not qcfg.act_bits:
-        return contextlib.nullcontext()
+def point_quantizer(ranges: Mapping[str, tuple[float, float]], qcfg: QuantConfig, config: WhisperConfig):
+    """`on_point(point, x)`: x fake-quantized with the point's calibrated range, or x itself
+    where the point is excluded."""
 
     def on_point(point, x):
         if qcfg.is_excluded(point, config.encoder_layers):
@@ -152,8 +149,19 @@ def activation_interceptor(
         lo, hi = ranges[point]
         return quantizer.fake_quant(x, quantizer.qparams(lo, hi, qcfg.act_bits, qcfg.act_symmetric))
 
+    return on_point
+
+
+def activation_interceptor(
+    ranges: Mapping[str, tuple[float, float]], qcfg: QuantConfig, config: WhisperConfig
+):
+    """Fake-quantizes every activation point that is not excluded, with its calibrated range."""
+    if not qcfg.act_bits:
+        return contextlib.nullcontext()
+    on_point = point_quantizer(ranges, qcfg, config)
+
     def interceptor(next_fun, args, kwargs, context):
-        return _points(next_fun, args, kwargs, context, on_point)
+        return activation_points(next_fun, args, kwargs, context, on_point)
 
     return nn.intercept_methods(interceptor)
 
@@ -195,9 +203,3 @@ def calibrate(
     if not n:
         raise ValueError("calibration needs at least one batch")
     return {p: (float(lo), float(hi)) for p, (lo, hi) in sorted(state.items())}
-
-
-def iter_points(ranges: Ranges, qcfg: QuantConfig, config: WhisperConfig) -> Iterator[tuple[str, bool]]:
-    """(point, quantized?) for every calibrated point."""
-    for p in ranges:
-        yield p, bool(qcfg.act_bits) and not qcfg.is_excluded(p, config.encoder_layers)

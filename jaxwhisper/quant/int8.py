@@ -109,12 +109,7 @@ def integer_dense_interceptor(
     layers with integer kernels and a quantized input compute in the integer domain: as
     int8 x int8 -> int32 (`real`) or emulated exactly in float32."""
     dense = int8_dense if real else emulated_dense
-
-    def on_point(point, x):
-        if qcfg.is_excluded(point, config.encoder_layers):
-            return x
-        lo, hi = ranges[point]
-        return quantizer.fake_quant(x, quantizer.qparams(lo, hi, qcfg.act_bits, qcfg.act_symmetric))
+    on_point = fakequant.point_quantizer(ranges, qcfg, config)
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
@@ -128,7 +123,7 @@ def integer_dense_interceptor(
             bias = module.variables["params"].get("bias")
             y = dense(args[0], kernels[path], ranges[f"{path}/input"], bias, qcfg)
             return on_point(f"{path}/output", y)
-        return fakequant._points(next_fun, args, kwargs, context, on_point)
+        return fakequant.activation_points(next_fun, args, kwargs, context, on_point)
 
     return nn.intercept_methods(interceptor)
 
