@@ -42,7 +42,7 @@ def main():
         ranges = load_ranges(Path(args.ranges))
     else:
         calib = load_eval_set(str(PROMPTS if PROMPTS.exists() else REPO / "data/fixture/manifest.jsonl"), 32)
-        ranges = calibrate_on_audio(model, calib.clips, q, args.batch)
+        ranges, _ = calibrate_on_audio(model, calib.clips, q, args.batch)
     qparams = fakequant.quantize_params(model.params, q)
     kernels = int8.int8_kernels(model.params, q)
     quantized = LoadedModel(model.config, qparams, model.tokenizer_dir, model.source)

@@ -26,6 +26,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         "w8a8-no-exclusion",
         "w8a8-per-channel",
         "w8a8-per-channel-real-int8",
+        "w8a8-smoothquant",
+        "w8a8-per-channel-smoothquant",
         "w8a8-percentile",
         "w8a8-mse",
         "w8a16",

@@ -160,12 +160,12 @@ def cmd_evaluate(args) -> int:
 
     from jaxwhisper.data.sources import DataSpecError
     from jaxwhisper.evaluate import evaluate_model, load_eval_set, markdown_table
-    from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges, save_ranges
+    from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges, load_smoothing, save_ranges
     from jaxwhisper.quant.config import preset
 
     output = Path(args.output)
     model = _load_model(args.model)
-    qcfg = ranges = None
+    qcfg = ranges = smoothing = None
     if args.quantize:
         try:
             qcfg = dataclasses.replace(preset(args.quantize), calibration_batches=args.calibration_batches)
@@ -174,8 +174,13 @@ def cmd_evaluate(args) -> int:
         if qcfg.act_bits and args.ranges:
             try:
                 ranges = load_ranges(Path(args.ranges))
+                smoothing = load_smoothing(Path(args.ranges))
             except ValueError as e:
                 raise CliError(str(e)) from None
+            if qcfg.smoothquant and smoothing is None:
+                raise CliError(
+                    f"--ranges {args.ranges} holds no SmoothQuant scales: calibrate {args.quantize} anew"
+                )
         elif qcfg.act_bits:
             if not args.calibration:
                 raise CliError(
@@ -190,13 +195,15 @@ def cmd_evaluate(args) -> int:
         if qcfg is not None and qcfg.act_bits and ranges is None:
             calib = load_eval_set(args.calibration, args.calibration_batches * args.batch_size)
             print(f"calibrating on {len(calib.clips)} clips of {args.calibration}", file=sys.stderr)
-            ranges = calibrate_on_audio(model, calib.clips, qcfg, args.batch_size)
+            ranges, smoothing = calibrate_on_audio(model, calib.clips, qcfg, args.batch_size)
             meta = {"model": model.source, "calibration": args.calibration, "clips": len(calib.clips)}
             if pi == 0:  # every process calibrated on the same clips: one writer
-                save_ranges(ranges, output.with_suffix(".ranges.json"), meta)
+                save_ranges(ranges, output.with_suffix(".ranges.json"), meta, smoothing)
     except DataSpecError as e:
         raise CliError(str(e)) from None
-    results = evaluate_model(model, sets, output, args.batch_size, qcfg=qcfg, ranges=ranges)
+    results = evaluate_model(
+        model, sets, output, args.batch_size, qcfg=qcfg, ranges=ranges, smoothing=smoothing
+    )
     label = model.source + (f" {qcfg.name}" if qcfg else "")
     print(markdown_table({label: results["datasets"]}))
     for name, r in results["datasets"].items():

@@ -139,10 +139,12 @@ def evaluate_model(
     qcfg=None,
     ranges=None,
     devices=None,
+    smoothing=None,
 ) -> dict:
-    """Evaluates `model` (float, or fake-quantized by `qcfg` with calibrated `ranges`) on
-    `sets`; writes `output` (results.json) and the hypotheses beside it (process 0 writes the
-    JSON; every process its hypotheses). Returns the results."""
+    """Evaluates `model` (float, or fake-quantized by `qcfg` with calibrated `ranges`, and
+    first smoothed by the SmoothQuant scales `smoothing` when qcfg says so) on `sets`; writes
+    `output` (results.json) and the hypotheses beside it (process 0 writes the JSON; every
+    process its hypotheses). Returns the results."""
     from jaxwhisper.models.weights import LoadedModel
     from jaxwhisper.transcribe import Transcriber
 
@@ -151,8 +153,14 @@ def evaluate_model(
         from jaxwhisper.quant import fakequant
 
         params = model.params
+        if qcfg.smoothquant:
+            from jaxwhisper.quant import smoothquant
+
+            if smoothing is None:
+                raise ValueError(f"{qcfg.name} needs the SmoothQuant scales from its calibration")
+            params = smoothquant.apply_smoothing(model.config, params, smoothing)
         model = LoadedModel(
-            model.config, fakequant.quantize_params(model.params, qcfg), model.tokenizer_dir, model.source
+            model.config, fakequant.quantize_params(params, qcfg), model.tokenizer_dir, model.source
         )
         if qcfg.act_bits and ranges is None:
             raise ValueError("activation quantization needs calibrated ranges")

@@ -42,7 +42,7 @@ def test_skips_are_counted_not_lost(eval_manifest):
 def test_eight_devices_give_the_hypotheses_of_one(tiny_en, eval_manifest, calibration_clips, tmp_path):
     assert jax.local_device_count() == 8
     q = QuantConfig(calibration_batches=1)
-    ranges = calibrate_on_audio(tiny_en, calibration_clips, q, batch_size=8)
+    ranges, _ = calibrate_on_audio(tiny_en, calibration_clips, q, batch_size=8)
     data = [load_eval_set(str(eval_manifest))]
     out = {}
     for n in (1, 8):

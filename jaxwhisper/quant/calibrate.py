@@ -1,7 +1,7 @@
 """Calibration on audio: the float model transcribes the calibration clips, then its own
 transcripts are teacher-forced batch by batch while every activation point's min/max is
 recorded (`fakequant.calibrate`), so that the decoder sees the tokens it sees when decoding.
-Ranges are saved as JSON and reused.
+Ranges (and SmoothQuant scales, when the recipe smooths) are saved as JSON and reused.
 """
 
 from __future__ import annotations
@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Optional
 
-import jax.numpy as jnp
 import numpy as np
 
-from jaxwhisper.data.features import N_SAMPLES, log_mel_batch
 from jaxwhisper.models.weights import LoadedModel
+from jaxwhisper.quant import smoothquant
 from jaxwhisper.quant.config import QuantConfig
 from jaxwhisper.quant.fakequant import Ranges, calibrate
+from jaxwhisper.quant.smoothquant import Scales
+from jaxwhisper.teacher_forcing import forced_batches
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,6 @@ def calibration_batches(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(mel [b, n_mels, 3000], tokens [b, len]) batches: the first 30 s of each clip and the
     float model's greedy transcript after the forced prefix, padded with end-of-text."""
-    from jaxwhisper.transcribe import Transcriber
-
     want = batch_size * n_batches
     if len(clips) < want:
         log.warning(
@@ -39,39 +39,41 @@ def calibration_batches(
     clips = clips[:want]
     if not clips:
         raise ValueError("calibration needs at least one clip")
-    transcriber = Transcriber(model, batch_size=batch_size)
-    tok = transcriber.tokenizer
-    texts = transcriber.transcribe_arrays(clips)
-    limit = model.config.n_text_ctx
-    rows = [(list(tok.prefix) + tok.encode(" " + t.strip()))[: limit - 1] + [tok.eot] for t in texts]
-    length = max(len(r) for r in rows)  # one length for all batches: one compilation
-    out = []
-    for start in range(0, len(clips), batch_size):
-        chunk = clips[start : start + batch_size]
-        audio = np.zeros((len(chunk), N_SAMPLES), np.float32)
-        lengths = np.zeros((len(chunk),), np.int32)
-        tokens = np.full((len(chunk), length), tok.eot, np.int32)
-        for i, (clip, row) in enumerate(zip(chunk, rows[start : start + batch_size])):
-            n = min(clip.shape[0], N_SAMPLES)
-            audio[i, :n], lengths[i] = clip[:n], n
-            tokens[i, : len(row)] = row
-        mel = log_mel_batch(
-            jnp.asarray(audio), jnp.asarray(lengths), n_mels=model.config.n_mels, padding=padding
-        )
-        out.append((np.asarray(mel), tokens))
-    return out
+    return [(b.mel, b.tokens) for b in forced_batches(model, clips, batch_size, padding)]
 
 
 def calibrate_on_audio(
     model: LoadedModel, clips: list[np.ndarray], qcfg: QuantConfig, batch_size: int
-) -> Ranges:
+) -> tuple[Ranges, Optional[Scales]]:
+    """Activation ranges, and with `qcfg.smoothquant` the smoothing scales (collected on the
+    float model first; the ranges are then those of the smoothed model). Returns
+    (ranges, smoothing or None)."""
     batches = calibration_batches(model, clips, batch_size, qcfg.calibration_batches)
-    return calibrate(model.config, model.params, batches, qcfg)
+    params, smoothing = model.params, None
+    if qcfg.smoothquant:
+        absmax = smoothquant.collect_absmax(model.config, params, batches)
+        smoothing = smoothquant.smoothing_scales(model.config, params, absmax, qcfg.smooth_alpha)
+        params = smoothquant.apply_smoothing(model.config, params, smoothing)
+    return calibrate(model.config, params, batches, qcfg), smoothing
 
 
-def save_ranges(ranges: Ranges, path: Path, meta: dict) -> None:
+def save_ranges(ranges: Ranges, path: Path, meta: dict, smoothing: Optional[Scales] = None) -> None:
+    data = {**meta, "ranges": {k: list(v) for k, v in ranges.items()}}
+    if smoothing is not None:
+        data["smoothing"] = {k: np.asarray(v).tolist() for k, v in smoothing.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "ranges": {k: list(v) for k, v in ranges.items()}}, indent=1) + "\n")
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load_smoothing(path: Path) -> Optional[Scales]:
+    """The SmoothQuant scales saved with the ranges, or None where there are none."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if "smoothing" not in data:
+            return None
+        return {k: np.asarray(v, np.float32) for k, v in data["smoothing"].items()}
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: unreadable smoothing scales ({e})") from None
 
 
 def load_ranges(path: Path) -> Ranges:

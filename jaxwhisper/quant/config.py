@@ -61,6 +61,9 @@ class QuantConfig:
     quantize_logits: also quantize the decoder's output logits (default: float).
     real_int8: run the quantized Dense layers as int8 x int8 -> int32 matmuls on int8 weights
       (`jaxwhisper.quant.int8`) instead of emulating them in float32; needs w8a8.
+    smoothquant: before calibration, migrate activation outliers from each block's LayerNorm
+      outputs into the weights that consume them (`jaxwhisper.quant.smoothquant`).
+    smooth_alpha: SmoothQuant's migration strength alpha (paper: 0.5).
     """
 
     weight_bits: int = 8
@@ -77,6 +80,8 @@ class QuantConfig:
     quantize_gates: bool = False
     quantize_logits: bool = False
     real_int8: bool = False
+    smoothquant: bool = False
+    smooth_alpha: float = 0.5
 
     def __post_init__(self):
         for name in ("weight_bits", "act_bits"):
@@ -91,6 +96,8 @@ class QuantConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.real_int8 and (self.weight_bits != 8 or self.act_bits != 8):
             raise ValueError("real_int8 needs 8-bit weights and 8-bit activations")
+        if not 0.0 <= self.smooth_alpha <= 1.0:
+            raise ValueError(f"smooth_alpha must be in [0, 1], got {self.smooth_alpha}")
         if self.calibration_batches < 1:
             raise ValueError("calibration_batches must be at least 1")
 
@@ -101,6 +108,8 @@ class QuantConfig:
             tag += "-per-channel"
         if self.estimator != "minmax_ema":
             tag += f"-{self.estimator}"
+        if self.smoothquant:
+            tag += "-smoothquant" + ("" if self.smooth_alpha == 0.5 else f"{self.smooth_alpha:g}")
         if not self.paper_exclusion:
             tag += "-no-exclusion"
         if self.real_int8:
@@ -143,6 +152,8 @@ PRESETS: dict[str, QuantConfig] = {
     "w8a8-per-channel-real-int8": QuantConfig(weight_per_channel=True, real_int8=True),
     "w4a8": QuantConfig(weight_bits=4),
     "w4a8-per-channel": QuantConfig(weight_bits=4, weight_per_channel=True),
+    "w8a8-smoothquant": QuantConfig(smoothquant=True),
+    "w8a8-per-channel-smoothquant": QuantConfig(weight_per_channel=True, smoothquant=True),
     "w8a8-percentile": QuantConfig(estimator="percentile"),
     "w8a8-mse": QuantConfig(estimator="mse"),
     "w8a16": QuantConfig(act_bits=16),

@@ -14,7 +14,7 @@ import jax
 
 from jaxwhisper.evaluate import evaluate_model, load_eval_set, markdown_table
 from jaxwhisper.models.weights import LoadedModel
-from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges, save_ranges
+from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges, load_smoothing, save_ranges
 from jaxwhisper.quant.config import preset
 
 log = logging.getLogger(__name__)
@@ -61,38 +61,41 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
     def ranges_for(qcfg):
         # Presets that differ only in bits, granularity or exclusions share one calibration;
         # another estimator (or momentum, or what the MSE search quantizes to) needs its own.
+        # SmoothQuant changes the model whose ranges are taken.
         mse = qcfg.estimator == "mse"
         key = (
             f"{qcfg.estimator}-m{qcfg.momentum}"
             + (f"-p{qcfg.percentile}" if qcfg.estimator == "percentile" else "")
             + (f"-a{qcfg.act_bits}{'s' if qcfg.act_symmetric else ''}" if mse else "")
+            + (f"-smooth{qcfg.smooth_alpha}" if qcfg.smoothquant else "")
         )
         if key in ranges_by_key:
             return ranges_by_key[key]
         path = workdir / "ranges" / f"{key}.json"
         if path.exists():
             log.info("reusing calibrated ranges from %s", path)
-            ranges = load_ranges(path)
+            calibration = load_ranges(path), load_smoothing(path)
         else:
             if not calib_clips:
                 calib_clips.extend(
                     load_eval_set(cfg.calibration, cfg.calibration_batches * cfg.batch_size).clips
                 )
-            ranges = calibrate_on_audio(model, calib_clips, qcfg, cfg.batch_size)
+            calibration = calibrate_on_audio(model, calib_clips, qcfg, cfg.batch_size)
             if pi == 0:
                 meta = {"model": model.source, "calibration": cfg.calibration, "clips": len(calib_clips),
                         "batches": cfg.calibration_batches, "estimator": key}  # fmt: skip
-                save_ranges(ranges, path, meta)
-        ranges_by_key[key] = ranges
-        return ranges
+                save_ranges(calibration[0], path, meta, calibration[1])
+        ranges_by_key[key] = calibration
+        return calibration
 
     results = {"float": evaluate_model(model, sets, workdir / "float" / "results.json", cfg.batch_size)}
     for name in cfg.quantizations:
         qcfg = dataclasses.replace(preset(name), calibration_batches=cfg.calibration_batches)
-        ranges = ranges_for(qcfg) if qcfg.act_bits else None
+        ranges, smoothing = ranges_for(qcfg) if qcfg.act_bits else (None, None)
         results[name] = evaluate_model(
-            model, sets, workdir / name / "results.json", cfg.batch_size, qcfg=qcfg, ranges=ranges
-        )
+            model, sets, workdir / name / "results.json", cfg.batch_size, qcfg=qcfg, ranges=ranges,
+            smoothing=smoothing,
+        )  # fmt: skip
     if pi == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         table = markdown_table({label: r["datasets"] for label, r in results.items()})
