@@ -1,4 +1,4 @@
-"""`jaxwhisper` command line: transcribe, evaluate, pseudo-label, demo-corpus, convert.
+"""`jaxwhisper` command line: transcribe, evaluate, outliers, pseudo-label, demo-corpus, convert.
 
 Subcommands only parse flags and call the library. Errors are one line on stderr naming
 the input and the cause, with a non-zero exit status.
@@ -217,6 +217,23 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_outliers(args) -> int:
+    from jaxwhisper import outliers
+    from jaxwhisper.data.sources import DataSpecError
+
+    model = _load_model(args.model)
+    try:
+        result = outliers.run(
+            model, args.data, Path(args.output), args.batch_size, args.max_examples, args.include_padding,
+            args.layer, args.head, args.utterance,
+        )  # fmt: skip
+    except (DataSpecError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(outliers.markdown_table({model.source: result}))
+    print(f"wrote {args.output}/outliers.json, table.md and figures", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxwhisper", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -261,6 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-examples", type=int, default=0, help="first N utterances of each set (0: all)")
     e.add_argument("--output", required=True, help="results.json; hypotheses go beside it")
     e.set_defaults(func=cmd_evaluate)
+
+    o = sub.add_parser(
+        "outliers", help="kurtosis, inf-norm and 6-sigma outliers of every attention/block output"
+    )
+    o.add_argument("--model", default="tiny.en", help="tiny.en, base, a local path or a hub id")
+    o.add_argument("--data", required=True, help="data spec (see jaxwhisper/data/sources.py)")
+    o.add_argument("--output", required=True, help="directory for outliers.json, table.md and the figures")
+    o.add_argument("--batch-size", type=int, default=8)
+    o.add_argument("--max-examples", type=int, default=64, help="first N utterances (0: all)")
+    o.add_argument("--include-padding", action="store_true", help="count padded encoder frames and tokens")
+    o.add_argument("--layer", type=int, default=-1, help="decoder layer of the attention figure")
+    o.add_argument("--head", type=int, default=0, help="head of the attention figure")
+    o.add_argument(
+        "--utterance", type=int, default=0, help="utterance (of the first batch) of the attention figure"
+    )
+    o.set_defaults(func=cmd_outliers)
 
     c = sub.add_parser("convert", help="write a jaxwhisper (Flax) checkpoint from any supported weights")
     c.add_argument("src", help="tiny.en, base, CTranslate2/HF directory, OpenAI .pt, or hub id")

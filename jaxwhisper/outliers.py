@@ -22,7 +22,9 @@ decoder positions after the first end-of-text. `include_padding=True` counts the
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import flax.linen as nn
@@ -231,3 +233,74 @@ def markdown_table(rows: dict[str, dict]) -> str:
         s = r["summary"]
         lines.append(f"| {label} | {gate} | {s['avg_kurtosis']:.1f} | {s['max_inf_norm']:.1f} |")
     return "\n".join(lines)
+
+
+def token_labels(tokenizer, ids: Iterable[int]) -> list[str]:
+    """Readable token strings for figure axes (byte-level BPE's 'Ġ' shown as a space)."""
+    return [(tokenizer.tokenizer.id_to_token(int(i)) or f"<{i}>").replace("Ġ", " ") for i in ids]
+
+
+def run(
+    model,
+    data_spec: str,
+    output: Path,
+    batch_size: int = 8,
+    max_examples: int = 64,
+    include_padding: bool = False,
+    layer: int = -1,
+    head: int = 0,
+    utterance: int = 0,
+    show_progress: bool = True,
+) -> dict:
+    """The `jaxwhisper outliers` job: statistics over the first `max_examples` utterances of
+    `data_spec` (0: all), written to `output/outliers.json` with `table.md` and the figures
+    (`outlier_share.png`, `attention.png`, `kurtosis.png`, `gates.png` for gated models).
+    Clips are teacher-forced in groups, so audio and features of one group at a time are held."""
+    from tqdm import tqdm
+
+    from jaxwhisper import plots
+    from jaxwhisper.evaluate import load_eval_set
+    from jaxwhisper.teacher_forcing import forced_batches
+    from jaxwhisper.tokenizer import WhisperTokenizer
+
+    config = model.config
+    data = load_eval_set(data_spec, max_examples)
+    if not data.clips:
+        raise ValueError(f"{data_spec}: no usable utterances (skipped: {dict(data.skipped)})")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    layer = layer % config.decoder_layers
+    group = 8 * batch_size
+    bar = tqdm(
+        total=len(data.clips), unit="clip", desc="outliers", disable=not show_progress, dynamic_ncols=True
+    )
+    first: list = []
+
+    def batches():
+        for start in range(0, len(data.clips), group):
+            for b in forced_batches(model, data.clips[start : start + group], batch_size):
+                if not first:
+                    first.append(b)
+                yield b
+
+    result = analyze(config, model.params, batches(), include_padding, progress=bar.update)
+    bar.close()
+    result = {"model": model.source, "data": data_spec, "skipped": dict(data.skipped), **result}
+    (output / "outliers.json").write_text(json.dumps(result, indent=1) + "\n")
+    (output / "table.md").write_text(markdown_table({model.source: result}) + "\n")
+
+    label = model.source
+    fig2_point = f"decoder/layers_{config.decoder_layers - 1}/self_attn/out"
+    plots.outlier_share(
+        {label: result["layers"][fig2_point]["outliers_per_dim"]}, fig2_point, output / "outlier_share.png"
+    )
+    plots.kurtosis({label: result["layers"]}, attention_points(config), output / "kurtosis.png")
+    if result["gates"]:
+        plots.gates({label: result["gates"]}, output / "gates.png")
+    batch = first[0]
+    row = min(utterance, batch.tokens.shape[0] - 1)
+    example = attention_example(config, model.params, batch, layer, head, row)
+    tok = WhisperTokenizer(model.tokenizer_dir, config.is_multilingual)
+    title = f"{label}: decoder layer {layer}, head {head}, utterance {data.ids[row]}"
+    plots.attention(example, token_labels(tok, example["token_ids"]), title, output / "attention.png")
+    return result

@@ -1,0 +1,135 @@
+"""The paper's figures as PNG files, each written with the data behind it (`NAME.json` beside
+`NAME.png`), from the dicts of `jaxwhisper.outliers` (nothing is recomputed here).
+
+  - `outlier_share`: per hidden dimension, its share of all outliers at one point (paper
+    Fig. 2: the last decoder layer's self-attention output projection), one panel per model;
+  - `attention`: probabilities, values and their product for one head and utterance, labelled
+    with tokens (paper Fig. 1);
+  - `kurtosis`: kurtosis per attention output, one line per model;
+  - `gates`: histograms of the gate values of gated models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def outlier_share(per_dim: Mapping[str, Sequence[int]], point: str, path: Path) -> Path:
+    """per_dim: {model label: outlier counts per hidden dimension at `point`}."""
+    plt = _plt()
+    fig, axes = plt.subplots(
+        1, len(per_dim), figsize=(5.5 * len(per_dim), 3.4), squeeze=False, sharey=True, layout="constrained"
+    )
+    data = {"point": point, "models": {}}
+    for ax, (label, counts) in zip(axes[0], per_dim.items()):
+        c = np.asarray(counts, np.float64)
+        share = c / max(c.sum(), 1.0)
+        top = np.argsort(share)[::-1][:2]
+        ax.bar(np.arange(len(share)), 100 * share, width=1.0, color="tab:blue")
+        for d in top:
+            ax.annotate(f"#{d}: {100 * share[d]:.1f}%", (d, 100 * share[d]), fontsize=8)
+        ax.set_title(
+            f"{label}\n{int(c.sum())} outliers; top 2 dims {100 * share[top].sum():.1f}%", fontsize=9
+        )
+        ax.set_xlabel("hidden dimension")
+        data["models"][label] = {"counts": c.astype(int).tolist(), "top2": top.tolist()}
+    axes[0][0].set_ylabel("share of outliers (%)")
+    fig.suptitle(f"outliers (> 6 sigma) per hidden dimension: {point}", fontsize=9)
+    return _save(fig, path, data)
+
+
+def attention(example: Mapping, labels: Sequence[str], title: str, path: Path) -> Path:
+    """example: `outliers.attention_example`'s dict; labels: one string per token."""
+    plt = _plt()
+    p, v, o = (np.asarray(example[k]) for k in ("probs", "values", "output"))
+    n = len(labels)
+    fig, axes = plt.subplots(
+        1, 3, figsize=(16, 0.32 * n + 2.5), layout="constrained",
+        gridspec_kw={"width_ratios": [max(n, 8), v.shape[1] / 3, v.shape[1] / 3]},
+    )  # fmt: skip
+    panels = (
+        ("attention probabilities", p, "Blues"),
+        ("values", v, "RdBu_r"),
+        ("probabilities x values", o, "RdBu_r"),
+    )
+    for ax, (name, m, cmap) in zip(axes, panels):
+        lim = float(np.abs(m).max()) or 1.0
+        im = ax.imshow(m, cmap=cmap, aspect="auto", vmin=0 if cmap == "Blues" else -lim, vmax=lim)
+        ax.set_title(name, fontsize=9)
+        ax.set_yticks(range(n), labels, fontsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.05)
+    axes[0].set_xticks(range(n), labels, rotation=90, fontsize=7)
+    axes[1].set_xlabel("head dimension")
+    axes[2].set_xlabel("head dimension")
+    fig.suptitle(title, fontsize=10)
+    data = {
+        "title": title,
+        "tokens": list(labels),
+        **{k: np.asarray(example[k]).tolist() for k in ("probs", "values", "output")},
+    }
+    return _save(fig, path, data)
+
+
+def kurtosis(layers: Mapping[str, Mapping[str, Mapping]], points: Sequence[str], path: Path) -> Path:
+    """layers: {model label: outliers.json "layers"}; points: x axis (attention outputs)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(points)), 3.5), layout="constrained")
+    data = {"points": list(points), "models": {}}
+    for label, by_point in layers.items():
+        k = [by_point[p]["kurtosis"] if p in by_point else np.nan for p in points]
+        ax.plot(range(len(points)), k, marker="o", label=label)
+        data["models"][label] = k
+    ax.set_yscale("log")
+    ax.set_xticks(
+        range(len(points)), [p.replace("/layers_", "/") for p in points], rotation=60, ha="right", fontsize=7
+    )
+    ax.set_ylabel("kurtosis (normal = 3)")
+    ax.legend(fontsize=8)
+    return _save(fig, path, data)
+
+
+def gates(gate_hists: Mapping[str, Mapping[str, Mapping]], path: Path) -> Path:
+    """gate_hists: {model label: outliers.json "gates"} (models without gates are skipped)."""
+    plt = _plt()
+    models = {k: v for k, v in gate_hists.items() if v}
+    if not models:
+        raise ValueError("no gated model: nothing to plot")
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(5.5 * len(models), 3.2), squeeze=False, layout="constrained"
+    )
+    data = {}
+    for ax, (label, by_point) in zip(axes[0], models.items()):
+        edges = np.asarray(next(iter(by_point.values()))["edges"])
+        for side in ("encoder", "decoder"):
+            counts = sum(np.asarray(h["counts"]) for p, h in by_point.items() if p.startswith(side))
+            if np.ndim(counts):
+                ax.stairs(counts / max(counts.sum(), 1), edges, label=side)
+                data.setdefault(label, {})[side] = np.asarray(counts).tolist()
+        data[label]["edges"] = edges.tolist()
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("gate value")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("share of gate values")
+    return _save(fig, path, data)
