@@ -27,7 +27,7 @@ from jaxwhisper.config import TrainConfig, to_dict
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader, ValidationConfig
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.metrics import word_error_rate
-from jaxwhisper.models.weights import LoadedModel, resolve_model
+from jaxwhisper.models.weights import LoadedModel, resolve_model, save_checkpoint
 from jaxwhisper.tokenizer import WhisperTokenizer
 from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import make_student
@@ -133,6 +133,9 @@ def _host_params(params):
     return jax.device_get(params)
 
 
+EXPORT = "export"
+
+
 def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int] = None) -> dict:
     """Runs (or resumes) the distillation described by `cfg` in `workdir`.
 
@@ -140,7 +143,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
       stop_after: stop after this many steps of this call (tests: a run cut in two).
 
     Returns:
-      The last metrics written.
+      The last metrics written. A run that reaches `total_steps` also writes the final
+      student to `workdir/export` (a jaxwhisper checkpoint with the teacher's tokenizer).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -291,6 +295,12 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         writer.close()
         signal.signal(signal.SIGTERM, previous)
     (workdir / "data_drops.json").write_text(json.dumps(loader.drops.summary(), indent=2) + "\n")
+    if end == cfg.total_steps and not stop["signal"]:
+        # The finished student as a loadable model (`--model WORKDIR/export` everywhere).
+        params = _host_params(state.params)
+        if jax.process_index() == 0:
+            final = LoadedModel(s_cfg.replace(remat=False), params, teacher.tokenizer_dir, f"{workdir}@{end}")
+            save_checkpoint(final, workdir / EXPORT)
     return last
 
 

@@ -99,6 +99,7 @@ def test_six_steps_equal_three_restart_three(teacher_dir, manifest, tmp_path):
     train_and_evaluate(cfg, tmp_path / "straight")
     train_and_evaluate(cfg, tmp_path / "cut", stop_after=3)
     assert _final_params(tmp_path / "cut")[0] == 3
+    assert not (tmp_path / "cut" / "export").exists()  # exported only when finished
     train_and_evaluate(cfg, tmp_path / "cut")
     (s1, a), (s2, b) = _final_params(tmp_path / "straight"), _final_params(tmp_path / "cut")
     assert s1 == s2 == 6
@@ -106,6 +107,13 @@ def test_six_steps_equal_three_restart_three(teacher_dir, manifest, tmp_path):
         np.testing.assert_array_equal(x, y)
     losses = lambda d: [json.loads(x)["train/loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert losses(tmp_path / "straight") == losses(tmp_path / "cut")
+    # The finished student, exported as a model every command loads: the final params.
+    from jaxwhisper.models.weights import resolve_model
+
+    exported = resolve_model(str(tmp_path / "cut" / "export"))
+    assert exported.config.encoder_layers == 1 and exported.config.gate == "shared"
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(exported.params)):
+        np.testing.assert_array_equal(x, y)
     # TensorBoard events beside metrics.jsonl, with the same scalars.
     tb = _tensorboard_scalars(tmp_path / "straight" / "tensorboard", "train/loss")
     assert tb == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
