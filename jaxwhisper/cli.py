@@ -1,4 +1,4 @@
-"""`jaxwhisper` command line: transcribe, evaluate, outliers, pseudo-label, demo-corpus, convert.
+"""`jaxwhisper` command line: transcribe, evaluate, outliers, report, pseudo-label, demo-corpus, convert.
 
 Subcommands only parse flags and call the library. Errors are one line on stderr naming
 the input and the cause, with a non-zero exit status.
@@ -234,6 +234,17 @@ def cmd_outliers(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from jaxwhisper.report import ReportError, build_report
+
+    try:
+        build_report([Path(r) for r in args.runs], Path(args.output))
+    except ReportError as e:
+        raise CliError(str(e)) from None
+    print(f"report: {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxwhisper", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -294,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--utterance", type=int, default=0, help="utterance (of the first batch) of the attention figure"
     )
     o.set_defaults(func=cmd_outliers)
+
+    r = sub.add_parser("report", help="Tables 1-2 and the figures of several runs in one Markdown report")
+    r.add_argument("--runs", nargs="+", required=True, help="run directories (train/quant/outliers results)")
+    r.add_argument("--output", required=True, help="report.md; figures go beside it")
+    r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("convert", help="write a jaxwhisper (Flax) checkpoint from any supported weights")
     c.add_argument("src", help="tiny.en, base, CTranslate2/HF directory, OpenAI .pt, or hub id")

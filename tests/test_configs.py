@@ -62,3 +62,27 @@ def test_cpu_configs(name, arg, teacher, layers):
 def test_unknown_config_argument_is_an_error(name):
     with pytest.raises(ValueError, match="unknown config argument"):
         _load(name, "gates=none")
+
+
+def _raw(name: str, arg: str = ""):
+    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg).to_dict()
+
+
+def test_pipeline_and_quantization_configs_validate():
+    from jaxwhisper.config import build_dataclass
+    from jaxwhisper.quant.experiment import QuantRunConfig
+    from jaxwhisper.reproduce import ReproduceConfig
+
+    cfg = build_dataclass(ReproduceConfig, _raw("paper_cpu", "steps=7"))
+    assert cfg.gates == ("none", "shared") and cfg.train.total_steps == cfg.train.optimizer.total_steps == 7
+    assert cfg.train.data.train == (f"{cfg.corpus}/train.jsonl",)
+    assert cfg.quant.calibration not in cfg.quant.test
+    assert cfg.quant.quantizations == ("w8a8",) and cfg.outliers.data == cfg.quant.test[0]
+    assert "w8a8-smoothquant" in build_dataclass(QuantRunConfig, _raw("quant_int8")).quantizations
+    bad = _raw("paper_cpu")
+    bad["train"]["student"]["gates"] = "none"
+    with pytest.raises(ValueError, match="unknown config key"):
+        build_dataclass(ReproduceConfig, bad)

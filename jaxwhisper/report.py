@@ -1,0 +1,212 @@
+"""`jaxwhisper report`: the results of several runs in the paper's shapes, with figures.
+
+A run directory holds any of (each part is optional; a missing part is a dash, not an error):
+  config.json, metrics.jsonl  -- a distillation run (`train.py --workdir RUN`),
+  quant/results.json          -- `quantize.py --workdir RUN/quant` ({label: results}),
+  outliers/outliers.json      -- `jaxwhisper outliers --output RUN/outliers`.
+
+The report (Markdown) has: the runs (teacher, student shape, gate, steps, final losses and
+validation WER), Table 1 (average kurtosis and maximum infinity norm of the attention
+outputs, per run), Table 2 (WER per test set, float and each quantization, per run), the
+outlier-share figure of every run side by side (paper Fig. 2), kurtosis per layer, the gate
+histograms and each run's attention figure (paper Fig. 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from jaxwhisper import plots
+
+log = logging.getLogger(__name__)
+
+
+class ReportError(ValueError):
+    pass
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ReportError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_run(run: Path) -> dict:
+    """What a run directory holds: {"dir", "label", "train", "quant", "outliers"}."""
+    run = Path(run)
+    if not run.is_dir():
+        raise ReportError(f"{run}: no such run directory")
+    config = _read_json(run / "config.json")
+    train = None
+    if config is not None:
+        rows = []
+        metrics = run / "metrics.jsonl"
+        if metrics.exists():
+            for i, line in enumerate(metrics.read_text().splitlines()):
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise ReportError(f"{metrics}:{i + 1}: not a JSON line") from None
+        last_train = next((r for r in reversed(rows) if "train/loss" in r), {})
+        evals = [r for r in rows if "eval/wer" in r]
+        s = config.get("student", {})
+        train = {
+            "teacher": config.get("teacher"),
+            "student": f"{s.get('encoder_layers')}+{s.get('decoder_layers')}",
+            "gate": s.get("gate", "none"),
+            "steps": last_train.get("step"),
+            "loss": last_train.get("train/loss"),
+            "ce": last_train.get("train/ce"),
+            "kl": last_train.get("train/kl"),
+            "curve": [(r["step"], r["eval/wer"]) for r in evals],
+        }
+    quant = _read_json(run / "quant" / "results.json")
+    outliers = _read_json(run / "outliers" / "outliers.json")
+    if train is None and quant is None and outliers is None:
+        raise ReportError(f"{run}: holds no training, quantization or outlier results")
+    if train:
+        label = f"{train['student']} gate={train['gate']}"
+    elif outliers:
+        label = outliers["model"]
+    else:
+        label = run.name
+    return {"dir": run, "label": label, "train": train, "quant": quant, "outliers": outliers}
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def _gate(run: dict) -> str:
+    if run["train"]:
+        return "yes" if run["train"]["gate"] != "none" else "no"
+    if run["outliers"]:
+        return "yes" if run["outliers"].get("gates") else "no"
+    return "—"
+
+
+def build_report(runs: list[Path], output: Path) -> str:
+    """Writes `output` (Markdown) and its figures in `output`'s directory; returns the text."""
+    loaded = [load_run(r) for r in runs]
+    labels = [r["label"] for r in loaded]
+    for r in loaded:  # two runs of one shape: tell them apart by directory
+        if labels.count(r["label"]) > 1:
+            r["label"] = f"{r['label']} ({r['dir'].name})"
+    output = Path(output)
+    out_dir = output.parent
+    fig_dir = out_dir / (output.stem + "_figures")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
+    lines = ["# jaxwhisper report", ""]
+
+    header = (
+        "| run | directory | teacher | student | gate | steps | loss (CE / KL) | validation WER % by step |"
+    )
+    lines += ["## Runs", "", header, "|---|---|---|---|---|---|---|---|"]
+    for r in loaded:
+        t = r["train"]
+        if t:
+            curve = ", ".join(f"{s}: {w:.1f}" for s, w in t["curve"]) or "—"
+            loss = f"{_f(t['loss'], '{:.3f}')} ({_f(t['ce'], '{:.3f}')} / {_f(t['kl'], '{:.3f}')})"
+            row = [t["teacher"], t["student"], t["gate"], _f(t["steps"], "{}"), loss, curve]
+        else:
+            row = ["—", "(not trained here)", _gate(r), "—", "—", "—"]
+        lines.append(f"| {r['label']} | `{r['dir']}` | " + " | ".join(str(x) for x in row) + " |")
+
+    with_outliers = [r for r in loaded if r["outliers"]]
+    lines += ["", "## Table 1: outliers of the attention outputs", ""]
+    if with_outliers:
+        o0 = with_outliers[0]["outliers"]
+        lines += [f"Data: `{o0['data']}`, {o0['utterances']} utterances, padding {o0['padding']}. "
+                  "Kurtosis: Pearson (normal = 3), per utterance, averaged over utterances and over the "
+                  "attention output projections; infinity norm: per utterance, averaged, maximum over "
+                  "those layers.", "",
+                  "| run | gate | avg. kurtosis | max. inf. norm | avg. kurtosis (all points) "
+                  "| max. inf. norm (all points) |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in with_outliers:
+            s = r["outliers"]["summary"]
+            lines.append(
+                f"| {r['label']} | {_gate(r)} | {s['avg_kurtosis']:.1f} | {s['max_inf_norm']:.2f} | "
+                f"{s['avg_kurtosis_all']:.1f} | {s['max_inf_norm_all']:.1f} |"
+            )
+    else:
+        lines.append("No run has outlier statistics.")
+
+    with_quant = [r for r in loaded if r["quant"]]
+    lines += ["", "## Table 2: WER (%) before and after quantization", ""]
+    if with_quant:
+        sets: list[str] = []
+        for r in with_quant:
+            for res in r["quant"].values():
+                sets += [s for s in res["datasets"] if s not in sets]
+        lines += [
+            "| run | gate | precision | " + " | ".join(sets) + " |",
+            "|---|---|---|" + "---|" * len(sets),
+        ]
+        for r in with_quant:
+            for precision, res in r["quant"].items():
+                cells = [_f(res["datasets"].get(s, {}).get("wer")) for s in sets]
+                lines.append(f"| {r['label']} | {_gate(r)} | {precision} | " + " | ".join(cells) + " |")
+    else:
+        lines.append("No run has quantization results.")
+
+    lines += ["", "## Figures", ""]
+    if with_outliers:
+        # The last decoder layer's self-attention output projection of each run (paper Fig. 2).
+        per_dim, points = {}, {}
+        for r in with_outliers:
+            layers = r["outliers"]["layers"]
+            n_dec = sum(1 for p in layers if p.startswith("decoder/") and p.endswith("/self_attn/out"))
+            point = f"decoder/layers_{n_dec - 1}/self_attn/out"
+            per_dim[r["label"]] = layers[point]["outliers_per_dim"]
+            points[r["label"]] = point
+        title = "last decoder layer's self-attention output projection"
+        fig = plots.outlier_share(per_dim, title, fig_dir / "outlier_share.png")
+        lines += [
+            f"Outliers per hidden dimension, {title} (paper Fig. 2):",
+            "",
+            f"![outlier share]({rel(fig)})",
+            "",
+        ]
+        all_points: list[str] = []
+        for r in with_outliers:
+            all_points += [p for p in r["outliers"]["layers"] if p.endswith("/out") and p not in all_points]
+        fig = plots.kurtosis({r["label"]: r["outliers"]["layers"] for r in with_outliers}, all_points,
+                             fig_dir / "kurtosis.png")  # fmt: skip
+        lines += ["Kurtosis of each attention output:", "", f"![kurtosis]({rel(fig)})", ""]
+        gated = {r["label"]: r["outliers"]["gates"] for r in with_outliers if r["outliers"].get("gates")}
+        if gated:
+            fig = plots.gates(gated, fig_dir / "gates.png")
+            lines += ["Gate values (gated runs):", "", f"![gates]({rel(fig)})", ""]
+        for i, r in enumerate(with_outliers):
+            src = r["dir"] / "outliers" / "attention.png"
+            if src.exists():
+                dst = fig_dir / f"attention_{i}_{r['dir'].name}.png"
+                shutil.copyfile(src, dst)
+                sink = r["outliers"].get("attention_sink") or {}
+                numbers = "; ".join(
+                    f"{k.split('/')[1]}: {100 * v['mass_on_first_token']:.0f}% mass, "
+                    f"|v| x{v['value_norm_ratio']:.2f}"
+                    for k, v in sink.items()
+                )
+                lines += [
+                    f"Attention of {r['label']} (paper Fig. 1). Mass on <|startoftranscript|> and its "
+                    f"relative value norm per decoder layer: {numbers}",
+                    "",
+                    f"![attention]({rel(dst)})",
+                    "",
+                ]
+    else:
+        lines.append("No figures: no run has outlier statistics.")
+    text = "\n".join(lines) + "\n"
+    output.write_text(text)
+    return text

@@ -1,0 +1,130 @@
+"""The paper's pipeline end to end, at whatever scale the config says (`reproduce.py`):
+
+  1. the training corpus (the offline demo corpus, built when missing);
+  2. the teacher: float and quantized WER on the test sets, outlier statistics;
+  3. per gate setting (the paper: without and with gated attention): distil a student from
+     the teacher, then the same quantization and outlier analysis on it;
+  4. `report.md`: the runs, Table 1, Table 2 and the figures (`jaxwhisper.report`).
+
+Every stage writes into its run directory and is skipped when its output exists, so an
+interrupted pipeline resumes where it stopped (training itself resumes from its checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+from jaxwhisper.config import TrainConfig
+from jaxwhisper.quant.experiment import QuantRunConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutlierRunConfig:
+    """Attributes:
+    data: data spec the statistics are taken on.
+    max_examples: first N utterances (0: all).
+    batch_size: rows per forward.
+    include_padding: count padded encoder frames and tokens.
+    """
+
+    data: str = ""
+    max_examples: int = 0
+    batch_size: int = 8
+    include_padding: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig:
+    """Attributes:
+    corpus: directory of the demo corpus (`jaxwhisper demo-corpus`); built when it holds no
+      train.jsonl. Empty: the training data specs must already exist.
+    tts_sentences: sentences the corpus builder synthesizes (0: real speech only; needs the
+      `tts` extra otherwise).
+    gates: one student per gate setting ("none", "shared", "per_head").
+    train: the distillation config of every student (its `student.gate` is replaced).
+    quant: what is quantized and where it is evaluated (teacher and students alike).
+    outliers: where outlier statistics are taken.
+    """
+
+    corpus: str = ""
+    tts_sentences: int = 0
+    gates: tuple = ("none", "shared")
+    train: TrainConfig = TrainConfig()
+    quant: QuantRunConfig = QuantRunConfig(test=("unset",), calibration="unset-calibration")
+    outliers: OutlierRunConfig = OutlierRunConfig()
+
+    def __post_init__(self):
+        if not self.gates:
+            raise ValueError("gates is empty: name at least one student (none, shared, per_head)")
+        if not self.outliers.data:
+            raise ValueError("outliers.data is empty: name the data spec of the outlier statistics")
+
+
+def _stage(name: str):
+    print(f"\n== {name}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def _done(t0: float, what: str):
+    print(f"   {what} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+
+def _analyse(model, cfg: ReproduceConfig, run_dir: Path) -> None:
+    from jaxwhisper import outliers
+    from jaxwhisper.quant.experiment import run_quantization
+
+    if (run_dir / "quant" / "results.json").exists():
+        print(f"   {run_dir}/quant: done before, kept", file=sys.stderr)
+    else:
+        t0 = _stage(f"{run_dir.name}: quantization ({', '.join(cfg.quant.quantizations)}) and evaluation")
+        run_quantization(cfg.quant, model, run_dir / "quant")
+        table = (run_dir / "quant" / "table.md").read_text().strip().splitlines()
+        _done(t0, "WER %: " + "; ".join(row.strip("| ").replace(" | ", " ") for row in table[4:]))
+    if (run_dir / "outliers" / "outliers.json").exists():
+        print(f"   {run_dir}/outliers: done before, kept", file=sys.stderr)
+    else:
+        t0 = _stage(f"{run_dir.name}: outlier statistics")
+        o = cfg.outliers
+        r = outliers.run(model, o.data, run_dir / "outliers", o.batch_size, o.max_examples, o.include_padding)
+        s = r["summary"]
+        _done(t0, f"avg. kurtosis {s['avg_kurtosis']:.1f}, max. inf. norm {s['max_inf_norm']:.2f}")
+
+
+def reproduce(cfg: ReproduceConfig, workdir: Path) -> Path:
+    """Runs the pipeline into `workdir`; returns the report's path."""
+    from jaxwhisper.data.demo_corpus import build_demo_corpus
+    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.report import build_report
+    from jaxwhisper.train.loop import EXPORT, train_and_evaluate
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if cfg.corpus and not (Path(cfg.corpus) / "train.jsonl").exists():
+        t0 = _stage(f"training corpus -> {cfg.corpus}")
+        sizes = build_demo_corpus(Path(cfg.corpus), tts_sentences=cfg.tts_sentences)
+        _done(t0, f"{sizes['train']} training clips ({sizes['train_s'] / 60:.1f} min)")
+
+    teacher_dir = workdir / "teacher"
+    _analyse(resolve_model(cfg.train.teacher), cfg, teacher_dir)
+    runs = [teacher_dir]
+    for gate in cfg.gates:
+        train = dataclasses.replace(cfg.train, student=dataclasses.replace(cfg.train.student, gate=gate))
+        s = train.student
+        run_dir = workdir / f"student_{s.encoder_layers}x{s.decoder_layers}_gate_{gate}"
+        if not (run_dir / EXPORT).exists():
+            t0 = _stage(f"{run_dir.name}: distillation from {train.teacher}, {train.total_steps} steps")
+            last = train_and_evaluate(train, run_dir)
+            _done(t0, f"final loss {last.get('train/loss', float('nan')):.3f}")
+        _analyse(resolve_model(str(run_dir / EXPORT)), cfg, run_dir)
+        runs.append(run_dir)
+    report = workdir / "report.md"
+    build_report(runs, report)
+    print(f"\npipeline finished in {(time.perf_counter() - start) / 60:.1f} min", file=sys.stderr)
+    return report

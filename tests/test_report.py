@@ -1,0 +1,77 @@
+"""`jaxwhisper report` gathers run directories into the paper's tables and figures."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxwhisper.cli import main
+from jaxwhisper.report import ReportError, build_report, load_run
+
+
+def _outliers(kurt, gates):
+    per_dim = np.zeros(8, int)
+    per_dim[3] = 9
+    layers = {
+        f"{side}/layers_{i}/{p}": {"kurtosis": kurt * (i + 1), "inf_norm": 2.0 + i, "max_inf_norm": 5.0,
+                                   "outliers_per_dim": per_dim.tolist(), "outlier_share": 0.01}
+        for side in ("encoder", "decoder") for i in range(2) for p in ("self_attn/out", "block_out")
+    }  # fmt: skip
+    g = (
+        {"encoder/layers_0/self_attn/gate": {"edges": [0, 1, 2], "counts": [3, 4], "mean": 0.9}}
+        if gates
+        else {}
+    )
+    summary = {"avg_kurtosis": kurt, "max_inf_norm": 3.0, "avg_kurtosis_all": kurt, "max_inf_norm_all": 3.0}
+    sink = {"decoder/layers_1/self_attn": {"mass_on_first_token": 0.5, "value_norm_ratio": 0.2}}
+    return {"model": "m", "data": "d.jsonl", "utterances": 3, "padding": "excluded", "layers": layers,
+            "gates": g, "summary": summary, "attention_sink": sink}  # fmt: skip
+
+
+def _run(d, gate, kurt, wer):
+    (d / "quant").mkdir(parents=True)
+    (d / "outliers").mkdir()
+    (d / "config.json").write_text(json.dumps({"teacher": "tiny.en", "student": {"encoder_layers": 2,
+                                   "decoder_layers": 2, "gate": gate}}))  # fmt: skip
+    (d / "metrics.jsonl").write_text(
+        json.dumps({"step": 5, "train/loss": 1.5, "train/ce": 1.0, "train/kl": 0.5}) + "\n"
+        + json.dumps({"step": 5, "eval/wer": 80.0}) + "\n"
+    )  # fmt: skip
+    res = lambda w: {"datasets": {"manifest": {"wer": w}}}  # noqa: E731
+    (d / "quant" / "results.json").write_text(json.dumps({"float": res(wer), "w8a8": res(wer + 7.25)}))
+    (d / "outliers" / "outliers.json").write_text(json.dumps(_outliers(kurt, gate != "none")))
+    return d
+
+
+def test_report_tables_and_figures(tmp_path):
+    a = _run(tmp_path / "a", "none", 105.4, 12.5)
+    b = _run(tmp_path / "b", "shared", 42.8, 11.0)
+    text = build_report([a, b], tmp_path / "out" / "report.md")
+    assert "| 2+2 gate=none | no | 105.4 | 3.00 |" in text
+    assert "| 2+2 gate=shared | yes | 42.8 | 3.00 |" in text
+    assert (
+        "| 2+2 gate=none | no | w8a8 | 19.75 |" in text
+        and "| 2+2 gate=shared | yes | float | 11.00 |" in text
+    )
+    assert "5: 80.0" in text and "1.500 (1.000 / 0.500)" in text
+    figs = tmp_path / "out" / "report_figures"
+    for name in ("outlier_share", "kurtosis", "gates"):
+        assert (figs / f"{name}.png").stat().st_size > 1000
+    data = json.loads((figs / "outlier_share.json").read_text())
+    assert set(data["models"]) == {"2+2 gate=none", "2+2 gate=shared"}
+    assert main(["report", "--runs", str(a), str(b), "--output", str(tmp_path / "r2.md")]) == 0
+
+
+def test_partial_and_bad_runs(tmp_path):
+    only_outliers = tmp_path / "teacher"
+    (only_outliers / "outliers").mkdir(parents=True)
+    (only_outliers / "outliers" / "outliers.json").write_text(json.dumps(_outliers(13.8, False)))
+    text = build_report([only_outliers], tmp_path / "r.md")
+    assert "No run has quantization results." in text and "| m | no | 13.8 |" in text
+    assert load_run(only_outliers)["train"] is None
+    with pytest.raises(ReportError, match="holds no training"):
+        load_run(tmp_path)
+    (only_outliers / "outliers" / "outliers.json").write_text("{broken")
+    with pytest.raises(ReportError, match="outliers.json: not valid JSON"):
+        load_run(only_outliers)
+    assert main(["report", "--runs", str(tmp_path / "missing"), "--output", str(tmp_path / "x.md")]) == 2
