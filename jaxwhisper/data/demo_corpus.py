@@ -108,7 +108,13 @@ def build_demo_corpus(
         log.warning("%s not found: the demo trains on synthesized speech only", prompts_manifest)
     sentences = [s for s in sentences_file.read_text().splitlines() if s.strip() and not s.startswith("#")]
     sentences = [s for s in sentences if _key(s) not in eval_texts][:tts_sentences]
-    train += synthesize(sentences, out_dir / "tts")
+    if sentences:  # tts_sentences=0: real speech only, no TTS extra needed
+        train += synthesize(sentences, out_dir / "tts")
+    if not train:
+        raise RuntimeError(
+            f"no training speech: {prompts_manifest} is missing and no sentences are synthesized "
+            "(tts_sentences=0); give the prompts or install the tts extra"
+        )
 
     # The promise of the module docstring, checked: no shared clip, no shared text.
     digest = lambda p: hashlib.sha1(Path(p).read_bytes()).hexdigest()  # noqa: E731

