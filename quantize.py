@@ -15,11 +15,16 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "quantization config file", lock_config=True)
 flags.DEFINE_string("model", "tiny.en", "model spec: tiny.en, base, a checkpoint directory or a hub id")
 flags.DEFINE_string("workdir", None, "output directory")
+flags.DEFINE_bool("distributed", False, "join a multi-host cluster first (see jaxwhisper/distributed.py)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
+    if flags.FLAGS.distributed:
+        from jaxwhisper import distributed
+
+        distributed.initialize()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from jaxwhisper.config import build_dataclass
     from jaxwhisper.models.weights import resolve_model

@@ -15,11 +15,16 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "pipeline config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "output directory (resumed when it holds results)")
+flags.DEFINE_bool("distributed", False, "join a multi-host cluster first (see jaxwhisper/distributed.py)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
+    if flags.FLAGS.distributed:
+        from jaxwhisper import distributed
+
+        distributed.initialize()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)
     from jaxwhisper.config import build_dataclass

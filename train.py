@@ -18,7 +18,10 @@ from jaxwhisper.train.loop import train_and_evaluate
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (resumed when it holds checkpoints)")
 flags.DEFINE_bool(
-    "distributed", False, "call jax.distributed.initialize() (multi-host; TPU pods auto-detect)"
+    "distributed",
+    False,
+    "join a multi-host cluster first (jaxwhisper/distributed.py: TPU pods, SLURM and "
+    "Open MPI auto-detect; else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -27,10 +30,10 @@ def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
-    import jax
-
     if flags.FLAGS.distributed:
-        jax.distributed.initialize()
+        from jaxwhisper import distributed
+
+        distributed.initialize()
     cfg = train_config_from_dict(flags.FLAGS.config.to_dict())
     train_and_evaluate(cfg, flags.FLAGS.workdir)
 

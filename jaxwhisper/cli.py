@@ -248,6 +248,11 @@ def cmd_report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxwhisper", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-host cluster first (jaxwhisper/distributed.py); every host runs the same command",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("transcribe", help="transcribe audio files and/or .jsonl manifests")
@@ -324,6 +329,10 @@ def main(argv=None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.distributed:
+        from jaxwhisper import distributed
+
+        distributed.initialize()
     try:
         return args.func(args)
     except CliError as e:

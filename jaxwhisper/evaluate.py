@@ -104,7 +104,9 @@ def evaluate_set(transcriber, data: EvalSet, hypotheses_path: Optional[Path] = N
     result = {
         "wer": 100.0 * errors / max(counts["words"], 1),
         **counts,
-        "audio_s": float(totals[5]),
+        # ms: the cross-process sum travels as float32 (JAX runs without x64), so more
+        # digits would differ between 1 and N processes.
+        "audio_s": round(float(totals[5]), 3),
         "wall_s": float(totals[6]),
         "skipped": dict(zip(("bad_row", "text_rule", "no_reference", "bad_audio"), map(int, totals[7:]))),
     }

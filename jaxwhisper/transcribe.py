@@ -171,20 +171,22 @@ class Transcriber:
             return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding))
 
         self._run = run
-        self._replicated = replicated
+        self._replicated, self._rows = replicated, rows
         self.set_params(model.params)
 
     def set_params(self, params) -> None:
         """Swaps in other weights of the same architecture (no recompilation)."""
         self.params = jax.device_put(params, self._replicated)
 
-    def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
         audio = np.zeros((self.batch_size, N_SAMPLES), np.float32)
         lengths = np.zeros((self.batch_size,), np.int32)
         for i, c in enumerate(clips):
             audio[i, : c.shape[0]] = c
             lengths[i] = c.shape[0]
-        return audio, lengths
+        # Placed explicitly: in a multi-process run jit refuses numpy inputs with a sharding
+        # (this host's devices only; found by tests/test_multihost.py).
+        return jax.device_put(audio, self._rows), jax.device_put(lengths, self._rows)
 
     def _decode_stream(self, items: Iterable) -> Iterator[tuple[int, object]]:
         """Decodes `(key, audio | Exception)` items; yields `(key, token ids | Exception)`.

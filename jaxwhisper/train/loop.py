@@ -129,7 +129,9 @@ def _host_params(params):
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        return multihost_utils.process_allgather(params)
+        # Global (sharded across hosts) arrays are gathered whole only with tiled=True;
+        # found by tests/test_multihost.py (validation and export on several hosts).
+        return multihost_utils.process_allgather(params, tiled=True)
     return jax.device_get(params)
 
 
@@ -301,6 +303,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         if jax.process_index() == 0:
             final = LoadedModel(s_cfg.replace(remat=False), params, teacher.tokenizer_dir, f"{workdir}@{end}")
             save_checkpoint(final, workdir / EXPORT)
+        if jax.process_count() > 1:
+            # Every host returns only once the export exists (a later stage reads it).
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxwhisper export written")
     return last
 
 

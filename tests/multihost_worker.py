@@ -1,0 +1,42 @@
+"""One process of the multi-process test (tests/test_multihost.py): joins a localhost JAX
+cluster, distils for 4 steps in two calls (a checkpoint saved at step 2 and restored), then
+evaluates the exported student on its share of the utterances.
+
+    python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT CONFIG_JSON WORKDIR
+"""
+
+import json
+import os
+import sys
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import jax  # noqa: E402
+
+
+def main(process_id: int, num_processes: int, port: int, config_path: str, workdir: str) -> None:
+    from pathlib import Path
+
+    from jaxwhisper import distributed
+
+    distributed.initialize(f"localhost:{port}", num_processes, process_id, timeout_s=120)
+
+    from jaxwhisper.config import train_config_from_dict
+    from jaxwhisper.evaluate import evaluate_model, load_eval_set
+    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.train.loop import EXPORT, train_and_evaluate
+
+    assert jax.process_count() == num_processes and jax.device_count() == 4 * num_processes
+    raw = json.loads(Path(config_path).read_text())
+    cfg = train_config_from_dict(raw["train"])
+    workdir = Path(workdir)
+    train_and_evaluate(cfg, workdir, stop_after=2)  # saves step 2 and returns
+    train_and_evaluate(cfg, workdir)  # restores step 2, runs 3 and 4, exports
+    model = resolve_model(str(workdir / EXPORT))
+    data = load_eval_set(raw["eval"], 0, jax.process_index(), jax.process_count())
+    evaluate_model(model, [data], workdir / "eval" / "results.json", batch_size=4)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])

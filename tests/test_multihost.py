@@ -1,0 +1,127 @@
+"""Multi-host correctness on CPU: 2 real processes x 4 devices joined by
+`jax.distributed.initialize` on localhost (gloo collectives) train (checkpoint save and
+restore included) and evaluate exactly as 1 process x 8 devices does."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxwhisper.config import train_config_from_dict
+from jaxwhisper.evaluate import evaluate_model, load_eval_set
+from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.weights import LoadedModel, bundled_model_files, resolve_model, save_checkpoint
+from jaxwhisper.models.whisper import init_params
+from jaxwhisper.train.loop import EXPORT, train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+# n_text_ctx 64: the random students' greedy decoding stops within 32 tokens.
+SMALL = WhisperConfig(
+    n_vocab=51864, n_text_ctx=64, d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, fixture_manifest):
+    d = tmp_path_factory.mktemp("multihost")
+    _, tok = bundled_model_files("tiny.en")
+    save_checkpoint(
+        LoadedModel(SMALL, init_params(SMALL, jax.random.PRNGKey(0)), tok, "random"), d / "teacher"
+    )
+    rows = [
+        json.loads(x) for x in fixture_manifest.read_text().splitlines() if "arctic" in x or "sonnet" in x
+    ][:8]
+    for r in rows:
+        r["audio"] = str(fixture_manifest.parent / r["audio"])
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = {
+        "teacher": str(d / "teacher"),
+        "student": {"encoder_layers": 1, "decoder_layers": 1, "gate": "shared"},
+        "data": {"train": [str(d / "train.jsonl")], "max_label_len": 48, "seed": 3},
+        "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 4},
+        "global_batch": 8,
+        "total_steps": 4,
+        "mesh_fsdp": 2,  # data 4 x fsdp 2: params sharded across the two processes' devices
+        "eval_every_steps": 0,
+        "checkpoint_every_steps": 2,
+        "log_every_steps": 1,
+    }
+    (d / "config.json").write_text(json.dumps({"train": train, "eval": str(d / "train.jsonl")}))
+    return d
+
+
+def _losses(workdir: Path) -> list:
+    return [json.loads(x)["train/loss"] for x in (workdir / "metrics.jsonl").read_text().splitlines()
+            if "train/loss" in x]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(setup):
+    raw = json.loads((setup / "config.json").read_text())
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests" / "multihost_worker.py"),
+                str(i),
+                "2",
+                str(port),
+                str(setup / "config.json"),
+                str(setup / "multi"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=600)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("multi-process run timed out")
+    logs = "\n\n".join(f"[process {j}] {o[-2500:]}" for j, o in enumerate(outputs))
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, f"process {i} failed:\n{logs}"
+
+    # The same run in this process on 8 devices.
+    assert jax.process_count() == 1 and jax.device_count() == 8
+    cfg = train_config_from_dict(raw["train"])
+    single = setup / "single"
+    train_and_evaluate(cfg, single, stop_after=2)
+    train_and_evaluate(cfg, single)
+    model = resolve_model(str(single / EXPORT))
+    ref = evaluate_model(model, [load_eval_set(raw["eval"])], single / "eval" / "results.json", batch_size=4)
+
+    multi = setup / "multi"
+    # Checkpoints at 2 (restored by the second call) and 4, written by both processes.
+    assert sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+    np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
+    exported = resolve_model(str(multi / EXPORT))
+    for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(exported.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    got = json.loads((multi / "eval" / "results.json").read_text())["datasets"]["train"]
+    want = ref["datasets"]["train"]
+    assert {k: v for k, v in got.items() if k != "wall_s"} == {k: v for k, v in want.items() if k != "wall_s"}
+    hyps = {}
+    for part in sorted((multi / "eval" / "results.hypotheses").glob("train-*-of-2.jsonl")):
+        hyps.update({r["id"]: r["hypothesis"] for r in map(json.loads, part.read_text().splitlines())})
+    ref_hyps = (single / "eval" / "results.hypotheses" / "train.jsonl").read_text().splitlines()
+    assert hyps == {r["id"]: r["hypothesis"] for r in map(json.loads, ref_hyps)}
+    assert len(hyps) == 8
