@@ -39,6 +39,9 @@ class OutlierRunConfig:
     include_padding: bool = False
 
 
+_UNSET = "<unset>"
+
+
 @dataclasses.dataclass(frozen=True)
 class ReproduceConfig:
     """Attributes:
@@ -56,12 +59,15 @@ class ReproduceConfig:
     tts_sentences: int = 0
     gates: tuple = ("none", "shared")
     train: TrainConfig = TrainConfig()
-    quant: QuantRunConfig = QuantRunConfig(test=("unset",), calibration="unset-calibration")
+    # A placeholder that validation rejects: a pipeline config must name its test sets.
+    quant: QuantRunConfig = QuantRunConfig(test=(_UNSET,), calibration=_UNSET + "-calibration")
     outliers: OutlierRunConfig = OutlierRunConfig()
 
     def __post_init__(self):
         if not self.gates:
             raise ValueError("gates is empty: name at least one student (none, shared, per_head)")
+        if _UNSET in self.quant.test:
+            raise ValueError("quant.test is not set: name the test data specs of the quantization stage")
         if not self.outliers.data:
             raise ValueError("outliers.data is empty: name the data spec of the outlier statistics")
 

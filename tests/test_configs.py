@@ -82,6 +82,10 @@ def test_pipeline_and_quantization_configs_validate():
     assert cfg.quant.calibration not in cfg.quant.test
     assert cfg.quant.quantizations == ("w8a8",) and cfg.outliers.data == cfg.quant.test[0]
     assert "w8a8-smoothquant" in build_dataclass(QuantRunConfig, _raw("quant_int8")).quantizations
+    incomplete = _raw("paper_cpu")
+    del incomplete["quant"]
+    with pytest.raises(ValueError, match="quant.test is not set"):
+        build_dataclass(ReproduceConfig, incomplete)
     bad = _raw("paper_cpu")
     bad["train"]["student"]["gates"] = "none"
     with pytest.raises(ValueError, match="unknown config key"):
