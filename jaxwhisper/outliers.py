@@ -261,7 +261,7 @@ def run(
     from jaxwhisper import plots
     from jaxwhisper.evaluate import load_eval_set
     from jaxwhisper.teacher_forcing import forced_batches
-    from jaxwhisper.tokenizer import WhisperTokenizer
+    from jaxwhisper.transcribe import Transcriber
 
     config = model.config
     data = load_eval_set(data_spec, max_examples)
@@ -275,10 +275,13 @@ def run(
         total=len(data.clips), unit="clip", desc="outliers", disable=not show_progress, dynamic_ncols=True
     )
     first: list = []
+    transcriber = Transcriber(model, batch_size=batch_size)  # one decoder compilation for all groups
 
     def batches():
         for start in range(0, len(data.clips), group):
-            for b in forced_batches(model, data.clips[start : start + group], batch_size):
+            for b in forced_batches(
+                model, data.clips[start : start + group], batch_size, transcriber=transcriber
+            ):
                 if not first:
                     first.append(b)
                 yield b
@@ -300,7 +303,7 @@ def run(
     batch = first[0]
     row = min(utterance, batch.tokens.shape[0] - 1)
     example = attention_example(config, model.params, batch, layer, head, row)
-    tok = WhisperTokenizer(model.tokenizer_dir, config.is_multilingual)
+    tok = transcriber.tokenizer
     title = f"{label}: decoder layer {layer}, head {head}, utterance {data.ids[row]}"
     plots.attention(example, token_labels(tok, example["token_ids"]), title, output / "attention.png")
     return result

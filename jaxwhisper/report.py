@@ -162,13 +162,12 @@ def build_report(runs: list[Path], output: Path) -> str:
     lines += ["", "## Figures", ""]
     if with_outliers:
         # The last decoder layer's self-attention output projection of each run (paper Fig. 2).
-        per_dim, points = {}, {}
+        per_dim = {}
         for r in with_outliers:
             layers = r["outliers"]["layers"]
             n_dec = sum(1 for p in layers if p.startswith("decoder/") and p.endswith("/self_attn/out"))
             point = f"decoder/layers_{n_dec - 1}/self_attn/out"
             per_dim[r["label"]] = layers[point]["outliers_per_dim"]
-            points[r["label"]] = point
         title = "last decoder layer's self-attention output projection"
         fig = plots.outlier_share(per_dim, title, fig_dir / "outlier_share.png")
         lines += [

@@ -23,15 +23,16 @@ class ForcedBatch(NamedTuple):
 
 
 def forced_batches(
-    model: LoadedModel, clips: list[np.ndarray], batch_size: int, padding: str = "log_mel"
+    model: LoadedModel, clips: list[np.ndarray], batch_size: int, padding: str = "log_mel", transcriber=None
 ) -> list[ForcedBatch]:
     """Batches of `batch_size` clips (the last may be smaller), every batch of one token length
-    (one compilation)."""
+    (one compilation). Pass `transcriber` (a `Transcriber` of `model` with this batch size)
+    when calling repeatedly, so that its decoder is compiled once."""
     from jaxwhisper.transcribe import Transcriber
 
     if not clips:
         raise ValueError("teacher forcing needs at least one clip")
-    transcriber = Transcriber(model, batch_size=batch_size)
+    transcriber = transcriber or Transcriber(model, batch_size=batch_size)
     tok = transcriber.tokenizer
     texts = transcriber.transcribe_arrays(clips)
     limit = model.config.n_text_ctx

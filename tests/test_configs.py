@@ -19,11 +19,15 @@ from jaxwhisper.train.student import student_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _load(name: str, arg: str = ""):
+def _raw(name: str, arg: str = "") -> dict:
     spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return train_config_from_dict(module.get_config(arg).to_dict())
+    return module.get_config(arg).to_dict()
+
+
+def _load(name: str, arg: str = ""):
+    return train_config_from_dict(_raw(name, arg))
 
 
 def _student_millions(cfg) -> float:
@@ -62,13 +66,6 @@ def test_cpu_configs(name, arg, teacher, layers):
 def test_unknown_config_argument_is_an_error(name):
     with pytest.raises(ValueError, match="unknown config argument"):
         _load(name, "gates=none")
-
-
-def _raw(name: str, arg: str = ""):
-    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg).to_dict()
 
 
 def test_pipeline_and_quantization_configs_validate():

@@ -64,6 +64,8 @@ def test_against_pytorch_forward_hooks(tiny_en, fixture_manifest):
         mask = batch.encoder_mask if point.startswith("encoder") else batch.decoder_mask
         kurt, inf, counts = _np_stats(x, mask)
         got = ours["layers"][point]
+        # Two f32 forwards with different kernels (XLA vs PyTorch) through 4+4 layers differ
+        # in the last bits of every value, and the 4th moment amplifies them: hence 2e-3.
         np.testing.assert_allclose(got["kurtosis"], np.mean(kurt), rtol=2e-3, err_msg=point)
         np.testing.assert_allclose(got["inf_norm"], np.mean(inf), rtol=2e-3, err_msg=point)
         # A value within float rounding of the 6-sigma threshold may fall either side.
