@@ -22,10 +22,10 @@ import numpy as np
 
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.data.features import N_SAMPLES
-from jaxwhisper.metrics import word_error_rate
-from jaxwhisper.models.weights import bundled_model_files, resolve_model
+from jaxwhisper.evaluation.wer import word_error_rate
+from jaxwhisper.inference.transcribe import Transcriber, read_manifest
+from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
 from jaxwhisper.models.whisper import Whisper
-from jaxwhisper.transcribe import Transcriber, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"

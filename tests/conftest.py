@@ -23,6 +23,6 @@ def fixture_manifest() -> Path:
 @pytest.fixture(scope="session")
 def tiny_en():
     """The real tiny.en teacher from the bundled CTranslate2 weights (loaded once)."""
-    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.models.weights.resolve import resolve_model
 
     return resolve_model("tiny.en")

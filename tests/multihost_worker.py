@@ -23,8 +23,9 @@ def main(process_id: int, num_processes: int, port: int, config_path: str, workd
     distributed.initialize(f"localhost:{port}", num_processes, process_id, timeout_s=120)
 
     from jaxwhisper.config import train_config_from_dict
-    from jaxwhisper.evaluate import evaluate_model, load_eval_set
-    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.data.eval_sets import load_eval_set
+    from jaxwhisper.evaluation.evaluate import evaluate_model
+    from jaxwhisper.models.weights.resolve import resolve_model
     from jaxwhisper.train.loop import EXPORT, train_and_evaluate
 
     assert jax.process_count() == num_processes and jax.device_count() == 4 * num_processes

@@ -101,7 +101,7 @@ def test_missing_manifest_is_one_line_error(tmp_path, capsys):
 
 
 def test_convert_writes_a_loadable_checkpoint(tmp_path, tiny_en):
-    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.models.weights.resolve import resolve_model
 
     assert main(["convert", "tiny.en", str(tmp_path / "ckpt")]) == 0
     again = resolve_model(str(tmp_path / "ckpt"))

@@ -6,6 +6,7 @@ can print one line per bad input and go on with the rest.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def validate(samples: np.ndarray, path: str | Path) -> np.ndarray:
     return samples
 
 
+def _mono_16k(samples: np.ndarray, sr: int, origin: str | Path, sample_rate: int) -> np.ndarray:
+    """[samples, channels] at `sr` -> validated mono float32 [samples] at `sample_rate`."""
+    if samples.shape[1] > 1:
+        log.warning("%s: %d channels mixed down to mono", origin, samples.shape[1])
+    samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    validate(samples, origin)
+    if sr != sample_rate:
+        samples = soxr.resample(samples, sr, sample_rate, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _read(f, origin: str | Path) -> tuple[np.ndarray, int]:
+    try:
+        return sf.read(f, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(origin, "unreadable audio", str(e).splitlines()[0][:200]) from None
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Reads an audio file as mono float32 at `sample_rate`.
 
@@ -49,14 +68,21 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "no such file")
-    try:
-        samples, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(path, "unreadable audio", str(e).splitlines()[0][:200]) from None
-    if samples.shape[1] > 1:
-        log.warning("%s: %d channels mixed down to mono", path, samples.shape[1])
-    samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    validate(samples, path)
-    if sr != sample_rate:
-        samples = soxr.resample(samples, sr, sample_rate, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return _mono_16k(*_read(str(path), path), path, sample_rate)
+
+
+def decode_audio(audio, origin: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decodes what a data row holds (a path, or a hub `{"bytes", "path"}` dict) like `load_audio`.
+
+    Returns:
+      float32 [samples] mono at `sample_rate`.
+
+    Raises:
+      AudioError: naming `origin` (the row) for in-memory bytes, the path otherwise.
+    """
+    if isinstance(audio, dict) and audio.get("bytes") is not None:
+        return _mono_16k(*_read(io.BytesIO(audio["bytes"]), origin), origin, sample_rate)
+    path = audio.get("path") if isinstance(audio, dict) else audio
+    if not path:
+        raise AudioError(origin, "unreadable audio", "no audio bytes or path")
+    return load_audio(path, sample_rate)

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import logging
 import queue
 import threading
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-import soundfile as sf
-import soxr
 
-from jaxwhisper.data.audio import AudioError, load_audio
+from jaxwhisper.data.audio import AudioError, decode_audio
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE
 from jaxwhisper.data.sources import RawExample, Source
 
@@ -97,27 +94,6 @@ class DropCounter:
 # Decoding and validation
 
 
-def decode_audio_field(audio, origin: str) -> np.ndarray:
-    """Decodes a path or a hub `{"bytes", "path"}` dict to mono 16 kHz float32."""
-    if isinstance(audio, dict) and audio.get("bytes") is not None:
-        try:
-            samples, sr = sf.read(io.BytesIO(audio["bytes"]), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-            raise AudioError(origin, "unreadable audio", str(e).splitlines()[0][:200]) from None
-        samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-        if samples.size == 0:
-            raise AudioError(origin, "empty audio")
-        if not np.isfinite(samples).all():
-            raise AudioError(origin, "non-finite samples")
-        if sr != SAMPLE_RATE:
-            samples = soxr.resample(samples, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
-        return samples
-    path = audio.get("path") if isinstance(audio, dict) else audio
-    if not path:
-        raise AudioError(origin, "unreadable audio", "no audio bytes or path")
-    return load_audio(path)
-
-
 _AUDIO_REASONS = {
     "no such file": "unreadable",
     "unreadable audio": "unreadable",
@@ -167,7 +143,7 @@ def validate_example(
             if len(tokens) + 1 > cfg.max_label_tokens:
                 return None, None, "text_too_long"
     try:
-        audio = decode_audio_field(raw.audio, raw.origin)
+        audio = decode_audio(raw.audio, raw.origin)
     except AudioError as e:
         log.warning("%s", e)
         return None, None, _AUDIO_REASONS.get(e.reason, "unreadable")

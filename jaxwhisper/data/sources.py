@@ -26,11 +26,33 @@ import glob
 import json
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, TypeVar, Union
 
 from jaxwhisper.data.corpora import CORPORA, Cleaner
+from jaxwhisper.data.labels import read_labels
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
+
+
+T = TypeVar("T")
+
+
+def process_rows(
+    rows: Iterable[T], process_index: int = 0, process_count: int = 1, max_rows: int = 0
+) -> Iterator[tuple[int, T]]:
+    """This process's share of `rows`: `(i, row)` for every i with i % process_count ==
+    process_index, among the first `max_rows` (0: all). Every multi-host reader of whole
+    sets (evaluation, validation, pseudo-labelling) splits them this way."""
+    for i, row in enumerate(rows):
+        if max_rows and i >= max_rows:
+            break
+        if i % process_count == process_index:
+            yield i, row
+
+
+def process_share(n_rows: int, process_index: int = 0, process_count: int = 1) -> int:
+    """How many of `n_rows` rows `process_rows` gives this process."""
+    return len(range(process_index, n_rows, process_count))
 
 
 class DataSpecError(ValueError):
@@ -184,8 +206,6 @@ class PseudoLabeledSource(Source):
     """
 
     def __init__(self, base: Source, labels_dir: str, max_wer: Optional[float]):
-        from jaxwhisper.pseudo_label import read_labels
-
         self.base, self.max_wer = base, max_wer
         self.name, self.streaming = base.name, base.streaming
         self.labels = read_labels(Path(labels_dir))

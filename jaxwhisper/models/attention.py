@@ -88,7 +88,7 @@ class Tapped(nn.Module):
     collection is mutable) and returns it. Because it is a module method, an
     `nn.intercept_methods` interceptor sees every tap with the module's path and may record
     the value (statistics, calibration) or replace it (fake quantization) without the model
-    knowing: `jaxwhisper.quant` and `jaxwhisper.outliers` work this way.
+    knowing: `jaxwhisper.quant` and `jaxwhisper.analysis.outliers` work this way.
     """
 
     def tap(self, name: str, x: jax.Array) -> jax.Array:

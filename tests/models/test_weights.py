@@ -7,13 +7,11 @@ import struct
 import numpy as np
 import pytest
 
-from jaxwhisper.models.ctranslate2_format import ModelFormatError, read_model_bin
-from jaxwhisper.models.weights import (
-    ModelNotFoundError,
-    hf_state_dict_to_params,
-    resolve_model,
-    save_checkpoint,
-)
+from jaxwhisper.models.weights.base import ModelFormatError, ModelNotFoundError
+from jaxwhisper.models.weights.ct2 import read_model_bin
+from jaxwhisper.models.weights.hf import hf_state_dict_to_params
+from jaxwhisper.models.weights.native import save_checkpoint
+from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.models.whisper import Whisper
 
 torch = pytest.importorskip("torch")
@@ -42,7 +40,7 @@ def _tiny_hf_config():
 @pytest.fixture(scope="module")
 def hf_model(tmp_path_factory):
     """A random small WhisperForConditionalGeneration saved as safetensors (+ tokenizer)."""
-    from jaxwhisper.models.weights import bundled_model_files
+    from jaxwhisper.models.weights.resolve import bundled_model_files
 
     torch.manual_seed(0)
     model = transformers.WhisperForConditionalGeneration(_tiny_hf_config()).eval()
@@ -144,7 +142,7 @@ def test_convert_roundtrip_is_bitwise(hf_model, inputs, tmp_path):
 
 
 def test_config_round_trips_through_transformers(hf_model):
-    from jaxwhisper.models.weights import config_from_hf, config_to_hf
+    from jaxwhisper.models.weights.hf import config_from_hf, config_to_hf
 
     loaded = resolve_model(str(hf_model[1]))
     assert config_to_hf(loaded.config) == {
@@ -176,7 +174,7 @@ def test_missing_weight_is_named(hf_model):
 
 
 def test_truncated_model_bin(tmp_path):
-    from jaxwhisper.models.weights import bundled_model_files
+    from jaxwhisper.models.weights.resolve import bundled_model_files
 
     parts, _ = bundled_model_files("tiny.en")
     bad = tmp_path / "model.bin"

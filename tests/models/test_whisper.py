@@ -7,7 +7,7 @@ import pytest
 
 from jaxwhisper.models.attention import clipped_softmax
 from jaxwhisper.models.config import PRESETS, WhisperConfig, preset
-from jaxwhisper.models.weights import config_to_hf
+from jaxwhisper.models.weights.hf import config_to_hf
 from jaxwhisper.models.whisper import Whisper, gelu, init_kv_cache, init_params, param_shapes
 
 TINY = WhisperConfig(
@@ -219,7 +219,7 @@ def test_gates_at_init_barely_move_the_real_teacher(gate, tiny_en, fixture_manif
     with gate='none' the model is the teacher exactly."""
     from jaxwhisper.data.audio import load_audio
     from jaxwhisper.data.features import log_mel_numpy
-    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.models.weights.resolve import resolve_model
 
     audio = load_audio(fixture_manifest.parent / "audio" / "mfa__falsetto.flac")
     mel = log_mel_numpy(audio)[None]

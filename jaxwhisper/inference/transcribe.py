@@ -24,9 +24,9 @@ from jax.sharding import PartitionSpec as P
 from jaxwhisper.data.audio import AudioError, load_audio
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
 from jaxwhisper.data.sources import DataSpecError, read_jsonl
-from jaxwhisper.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
-from jaxwhisper.models.weights import LoadedModel
-from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
+from jaxwhisper.inference.tokenizer import WhisperTokenizer
+from jaxwhisper.models.weights.base import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Transcriber:
         # (this host's devices only; found by tests/test_multihost.py).
         return jax.device_put(audio, self._rows), jax.device_put(lengths, self._rows)
 
-    def _decode_stream(self, items: Iterable) -> Iterator[tuple[int, object]]:
+    def decode_stream(self, items: Iterable) -> Iterator[tuple[int, object]]:
         """Decodes `(key, audio | Exception)` items; yields `(key, token ids | Exception)`.
 
         Clips longer than 30 s are split into overlapping windows (`chunk_audio`); their rows
@@ -246,7 +246,7 @@ class Transcriber:
     def transcribe_arrays(self, clips: list[np.ndarray]) -> list[str]:
         """Transcripts of in-memory 16 kHz mono clips, in order."""
         texts: dict[int, str] = {}
-        for key, ids in self._decode_stream(enumerate(clips)):
+        for key, ids in self.decode_stream(enumerate(clips)):
             texts[key] = self.tokenizer.decode(ids).strip()
         return [texts[i] for i in range(len(clips))]
 
@@ -276,7 +276,7 @@ class Transcriber:
         next_out = 0
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             loaded = _read_ahead(pool, load, enumerate(utterances), depth=2 * self.batch_size)
-            for i, result in self._decode_stream(loaded):
+            for i, result in self.decode_stream(loaded):
                 u = utterances[i]
                 if isinstance(result, Exception):
                     done[i] = {"id": u.id, "audio": u.audio, "text": None, "error": str(result)}

@@ -6,10 +6,11 @@ import shutil
 import pytest
 
 from jaxwhisper.cli import main
+from jaxwhisper.data.labels import labels_path, read_labels
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
 from jaxwhisper.data.sources import parse_spec
-from jaxwhisper.pseudo_label import labels_path, pseudo_label, read_labels
-from jaxwhisper.transcribe import Transcriber
+from jaxwhisper.inference.pseudo_label import pseudo_label
+from jaxwhisper.inference.transcribe import Transcriber
 
 pytestmark = pytest.mark.slow
 

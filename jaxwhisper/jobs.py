@@ -4,7 +4,7 @@
   2. the teacher: float and quantized WER on the test sets, outlier statistics;
   3. per gate setting (the paper: without and with gated attention): distil a student from
      the teacher, then the same quantization and outlier analysis on it;
-  4. `report.md`: the runs, Table 1, Table 2 and the figures (`jaxwhisper.report`).
+  4. `report.md`: the runs, Table 1, Table 2 and the figures (`jaxwhisper.analysis.report`).
 
 Every stage writes into its run directory and is skipped when its output exists, so an
 interrupted pipeline resumes where it stopped (training itself resumes from its checkpoints).
@@ -12,64 +12,20 @@ interrupted pipeline resumes where it stopped (training itself resumes from its 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import time
 from pathlib import Path
 
-from jaxwhisper.config import TrainConfig
-from jaxwhisper.quant.experiment import QuantRunConfig
+from jaxwhisper.analysis import outliers
+from jaxwhisper.analysis.report import build_report
+from jaxwhisper.config import PipelineConfig
+from jaxwhisper.data.demo_corpus import build_demo_corpus
+from jaxwhisper.models.weights.resolve import resolve_model
+from jaxwhisper.quant.experiment import run_quantization
+from jaxwhisper.train.loop import EXPORT, train_and_evaluate
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class OutlierRunConfig:
-    """Attributes:
-    data: data spec the statistics are taken on.
-    max_examples: first N utterances (0: all).
-    batch_size: rows per forward.
-    include_padding: count padded encoder frames and tokens.
-    """
-
-    data: str = ""
-    max_examples: int = 0
-    batch_size: int = 8
-    include_padding: bool = False
-
-
-_UNSET = "<unset>"
-
-
-@dataclasses.dataclass(frozen=True)
-class ReproduceConfig:
-    """Attributes:
-    corpus: directory of the demo corpus (`jaxwhisper demo-corpus`); built when it holds no
-      train.jsonl. Empty: the training data specs must already exist.
-    tts_sentences: sentences the corpus builder synthesizes (0: real speech only; needs the
-      `tts` extra otherwise).
-    gates: one student per gate setting ("none", "shared", "per_head").
-    train: the distillation config of every student (its `student.gate` is replaced).
-    quant: what is quantized and where it is evaluated (teacher and students alike).
-    outliers: where outlier statistics are taken.
-    """
-
-    corpus: str = ""
-    tts_sentences: int = 0
-    gates: tuple = ("none", "shared")
-    train: TrainConfig = TrainConfig()
-    # A placeholder that validation rejects: a pipeline config must name its test sets.
-    quant: QuantRunConfig = QuantRunConfig(test=(_UNSET,), calibration=_UNSET + "-calibration")
-    outliers: OutlierRunConfig = OutlierRunConfig()
-
-    def __post_init__(self):
-        if not self.gates:
-            raise ValueError("gates is empty: name at least one student (none, shared, per_head)")
-        if _UNSET in self.quant.test:
-            raise ValueError("quant.test is not set: name the test data specs of the quantization stage")
-        if not self.outliers.data:
-            raise ValueError("outliers.data is empty: name the data spec of the outlier statistics")
 
 
 def _stage(name: str):
@@ -81,17 +37,17 @@ def _done(t0: float, what: str):
     print(f"   {what} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _analyse(model, cfg: ReproduceConfig, run_dir: Path) -> None:
-    from jaxwhisper import outliers
-    from jaxwhisper.quant.experiment import run_quantization
-
+def _analyse(model, cfg: PipelineConfig, run_dir: Path) -> None:
     if (run_dir / "quant" / "results.json").exists():
         print(f"   {run_dir}/quant: done before, kept", file=sys.stderr)
     else:
         t0 = _stage(f"{run_dir.name}: quantization ({', '.join(cfg.quant.quantizations)}) and evaluation")
-        run_quantization(cfg.quant, model, run_dir / "quant")
-        table = (run_dir / "quant" / "table.md").read_text().strip().splitlines()
-        _done(t0, "WER %: " + "; ".join(row.strip("| ").replace(" | ", " ") for row in table[4:]))
+        results = run_quantization(cfg.quant, model, run_dir / "quant")
+        rows = (
+            f"{label} " + " ".join(f"{d['wer']:.2f}" for _, d in sorted(r["datasets"].items()))
+            for label, r in results.items()
+        )
+        _done(t0, "WER %: " + "; ".join(rows))
     if (run_dir / "outliers" / "outliers.json").exists():
         print(f"   {run_dir}/outliers: done before, kept", file=sys.stderr)
     else:
@@ -102,13 +58,8 @@ def _analyse(model, cfg: ReproduceConfig, run_dir: Path) -> None:
         _done(t0, f"avg. kurtosis {s['avg_kurtosis']:.1f}, max. inf. norm {s['max_inf_norm']:.2f}")
 
 
-def reproduce(cfg: ReproduceConfig, workdir: Path) -> Path:
+def reproduce(cfg: PipelineConfig, workdir: Path) -> Path:
     """Runs the pipeline into `workdir`; returns the report's path."""
-    from jaxwhisper.data.demo_corpus import build_demo_corpus
-    from jaxwhisper.models.weights import resolve_model
-    from jaxwhisper.report import build_report
-    from jaxwhisper.train.loop import EXPORT, train_and_evaluate
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -121,7 +72,7 @@ def reproduce(cfg: ReproduceConfig, workdir: Path) -> Path:
     _analyse(resolve_model(cfg.train.teacher), cfg, teacher_dir)
     runs = [teacher_dir]
     for gate in cfg.gates:
-        train = dataclasses.replace(cfg.train, student=dataclasses.replace(cfg.train.student, gate=gate))
+        train = cfg.student_train_config(gate)
         s = train.student
         run_dir = workdir / f"student_{s.encoder_layers}x{s.decoder_layers}_gate_{gate}"
         if not (run_dir / EXPORT).exists():

@@ -7,9 +7,11 @@ import jax
 import pytest
 
 from jaxwhisper.cli import main
-from jaxwhisper.evaluate import evaluate_model, load_eval_set
+from jaxwhisper.data.eval_sets import load_eval_set
+from jaxwhisper.evaluation.evaluate import evaluate_model
 from jaxwhisper.quant.calibrate import calibrate_on_audio
 from jaxwhisper.quant.config import QuantConfig
+from jaxwhisper.quant.ptq import quantize_model
 
 pytestmark = pytest.mark.slow  # the real tiny.en
 
@@ -42,15 +44,15 @@ def test_skips_are_counted_not_lost(eval_manifest):
 def test_eight_devices_give_the_hypotheses_of_one(tiny_en, eval_manifest, calibration_clips, tmp_path):
     assert jax.local_device_count() == 8
     q = QuantConfig(calibration_batches=1)
-    ranges, _ = calibrate_on_audio(tiny_en, calibration_clips, q, batch_size=8)
+    calibration = calibrate_on_audio(tiny_en, calibration_clips, q, batch_size=8)
     data = [load_eval_set(str(eval_manifest))]
     out = {}
     for n in (1, 8):
         for label, qcfg in (("float", None), ("w8a8", q)):
+            model = tiny_en if qcfg is None else quantize_model(tiny_en, qcfg, calibration)
             res = evaluate_model(
-                tiny_en, data, tmp_path / f"{label}{n}" / "r.json", 8, qcfg=qcfg, ranges=ranges,
-                devices=jax.local_devices()[:n],
-            )  # fmt: skip
+                model, data, tmp_path / f"{label}{n}" / "r.json", 8, devices=jax.local_devices()[:n]
+            )
             hyp = (tmp_path / f"{label}{n}" / "r.hypotheses" / "set.jsonl").read_text()
             out[label, n] = (res, hyp)
     for label in ("float", "w8a8"):

@@ -1,10 +1,10 @@
 """Outlier analysis of a Whisper (paper section 3.2, Table 1, Figures 1-2), streamed.
 
 `analyze(model, clips)` teacher-forces the model's own greedy transcripts
-(`jaxwhisper.teacher_forcing`) and, through an interceptor on the model's taps (the model is
+(`jaxwhisper.inference.teacher_forcing`) and, through an interceptor on the model's taps (the model is
 not edited), reduces every attention output (`.../self_attn/out`, `.../encoder_attn/out`: the
 output projection) and every block output (`.../block_out`) of each batch to the sums of
-`jaxwhisper.outlier_stats` inside the jitted forward. Only sums leave the device: memory is
+`jaxwhisper.analysis.outlier_stats` inside the jitted forward. Only sums leave the device: memory is
 proportional to the hidden size, not to the data. Gate values are histogrammed the same way.
 
 Padding is excluded: encoder frames after the clip's last log-mel frame (Whisper always
@@ -32,12 +32,15 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
-from jaxwhisper import outlier_stats
+from jaxwhisper.analysis import outlier_stats, plots
+from jaxwhisper.data.eval_sets import load_eval_set
+from jaxwhisper.inference.teacher_forcing import ForcedBatch, forced_batches
+from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.attention import Tapped
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper
-from jaxwhisper.teacher_forcing import ForcedBatch
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +259,6 @@ def run(
     `data_spec` (0: all), written to `output/outliers.json` with `table.md` and the figures
     (`outlier_share.png`, `attention.png`, `kurtosis.png`, `gates.png` for gated models).
     Clips are teacher-forced in groups, so audio and features of one group at a time are held."""
-    from tqdm import tqdm
-
-    from jaxwhisper import plots
-    from jaxwhisper.evaluate import load_eval_set
-    from jaxwhisper.teacher_forcing import forced_batches
-    from jaxwhisper.transcribe import Transcriber
-
     config = model.config
     data = load_eval_set(data_spec, max_examples)
     if not data.clips:

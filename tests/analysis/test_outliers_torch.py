@@ -5,10 +5,12 @@ the hooked tensors)."""
 import numpy as np
 import pytest
 
-from jaxwhisper import outliers
-from jaxwhisper.evaluate import load_eval_set
-from jaxwhisper.models.weights import bundled_model_files, config_to_hf, load_ct2
-from jaxwhisper.teacher_forcing import forced_batches
+from jaxwhisper.analysis import outliers
+from jaxwhisper.data.eval_sets import load_eval_set
+from jaxwhisper.inference.teacher_forcing import forced_batches
+from jaxwhisper.models.weights.ct2 import load_ct2
+from jaxwhisper.models.weights.hf import config_to_hf
+from jaxwhisper.models.weights.resolve import bundled_model_files
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

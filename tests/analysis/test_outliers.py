@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxwhisper import outliers
+from jaxwhisper.analysis import outliers
+from jaxwhisper.inference.teacher_forcing import ForcedBatch
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper, init_params
-from jaxwhisper.teacher_forcing import ForcedBatch
 
 CFG = WhisperConfig(
     n_audio_ctx=32, n_text_ctx=16, n_vocab=96, d_model=32, n_heads=4, encoder_layers=2,

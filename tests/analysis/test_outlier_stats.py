@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxwhisper.outlier_stats import batch_stats, merge, summarize
+from jaxwhisper.analysis.outlier_stats import batch_stats, merge, summarize
 
 
 def _data():

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from jaxwhisper.analysis.report import ReportError, build_report, load_run
 from jaxwhisper.cli import main
-from jaxwhisper.report import ReportError, build_report, load_run
 
 
 def _outliers(kurt, gates):

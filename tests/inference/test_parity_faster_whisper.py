@@ -11,10 +11,10 @@ import pytest
 
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.data.features import N_SAMPLES, log_mel_numpy
-from jaxwhisper.metrics import normalize_text, word_error_rate
-from jaxwhisper.models.weights import bundled_model_files
+from jaxwhisper.evaluation.wer import normalize_text, word_error_rate
+from jaxwhisper.inference.transcribe import Transcriber
+from jaxwhisper.models.weights.resolve import bundled_model_files
 from jaxwhisper.models.whisper import Whisper
-from jaxwhisper.transcribe import Transcriber
 
 faster_whisper = pytest.importorskip("faster_whisper")
 ctranslate2 = pytest.importorskip("ctranslate2")
@@ -87,7 +87,7 @@ def test_base_multilingual_matches_faster_whisper(clips, tmp_path):
     """The multilingual base model (two-part package, language/task prefix) on 8 clips."""
     import shutil
 
-    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.models.weights.resolve import resolve_model
 
     parts, tok_dir = bundled_model_files("base")
     with open(tmp_path / "model.bin", "wb") as out:
@@ -107,8 +107,8 @@ def _torch_f64_encoder(tiny_en, mel):
     """The same weights in transformers' PyTorch encoder, evaluated in float64."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from jaxwhisper.models.ctranslate2_format import read_model_bin
-    from jaxwhisper.models.weights import config_to_hf, ct2_to_hf_state_dict
+    from jaxwhisper.models.weights.ct2 import ct2_to_hf_state_dict, read_model_bin
+    from jaxwhisper.models.weights.hf import config_to_hf
 
     c = tiny_en.config
     hf_config = transformers.WhisperConfig(**config_to_hf(c))

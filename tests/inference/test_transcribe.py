@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxwhisper.data.audio import load_audio
-from jaxwhisper.transcribe import Transcriber, chunk_audio, merge_overlapping, read_manifest
+from jaxwhisper.inference.transcribe import Transcriber, chunk_audio, merge_overlapping, read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_batches_do_not_recompile_and_match_single_clips(tiny_en, fixture_manife
 
 
 def test_tokenizer_prefix_and_suppression(tiny_en):
-    from jaxwhisper.tokenizer import WhisperTokenizer
+    from jaxwhisper.inference.tokenizer import WhisperTokenizer
 
     tok = WhisperTokenizer(tiny_en.tokenizer_dir, multilingual=False)
     assert tok.prefix == (50257, 50362)
@@ -58,7 +58,7 @@ def test_merge_overlapping_joins_at_the_overlap():
 def test_long_audio_is_chunked_not_truncated(tiny_en, fixture_manifest):
     """The 15 lines of a read sonnet joined into one 58 s recording (3 windows): the merged
     transcript is as good as transcribing the lines one by one, start and end included."""
-    from jaxwhisper.metrics import normalize_text, word_error_rate
+    from jaxwhisper.evaluation.wer import normalize_text, word_error_rate
 
     rows = sorted((u for u in read_manifest(fixture_manifest) if "sonnet001" in u.id), key=lambda u: u.id)
     clips = [load_audio(u.audio) for u in rows]

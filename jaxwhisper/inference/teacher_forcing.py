@@ -11,10 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwhisper.data.features import N_SAMPLES, content_frames, log_mel_batch
-from jaxwhisper.models.weights import LoadedModel
+from jaxwhisper.inference.transcribe import Transcriber
+from jaxwhisper.models.weights.base import LoadedModel
 
 
 class ForcedBatch(NamedTuple):
+    """One teacher-forced batch (numpy arrays; b rows, len the batch's token length)."""
+
     mel: np.ndarray  # [b, n_mels, 3000] log-mel of the first 30 s of each clip
     tokens: np.ndarray  # [b, len] prefix + transcript + end-of-text, padded with end-of-text
     encoder_mask: np.ndarray  # [b, n_audio_ctx] 1 for encoder frames that hold audio
@@ -28,8 +31,6 @@ def forced_batches(
     """Batches of `batch_size` clips (the last may be smaller), every batch of one token length
     (one compilation). Pass `transcriber` (a `Transcriber` of `model` with this batch size)
     when calling repeatedly, so that its decoder is compiled once."""
-    from jaxwhisper.transcribe import Transcriber
-
     if not clips:
         raise ValueError("teacher forcing needs at least one clip")
     transcriber = transcriber or Transcriber(model, batch_size=batch_size)

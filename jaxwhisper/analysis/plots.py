@@ -1,5 +1,5 @@
 """The paper's figures as PNG files, each written with the data behind it (`NAME.json` beside
-`NAME.png`), from the dicts of `jaxwhisper.outliers` (nothing is recomputed here).
+`NAME.png`), from the dicts of `jaxwhisper.analysis.outliers` (nothing is recomputed here).
 
   - `outlier_share`: per hidden dimension, its share of all outliers at one point (paper
     Fig. 2: the last decoder layer's self-attention output projection), one panel per model;

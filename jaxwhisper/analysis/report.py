@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from jaxwhisper import plots
+from jaxwhisper.analysis import plots
 
 log = logging.getLogger(__name__)
 

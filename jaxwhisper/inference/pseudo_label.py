@@ -1,11 +1,9 @@
 """Pseudo-labelling: the teacher's greedy transcripts of a data source, resumable.
 
-Output: `DIR/labels-PPPPP-of-NNNNN.jsonl`, one file per process (process p labels the
-examples whose index is p mod N), rows `{"id", "origin", "text", "pseudo_text", "wer"}`:
-`text` is the reference (null when unknown) and `wer` the pseudo-label's WER against it in
-percent (null without a reference). Rows that cannot be decoded get `"error"` instead and
-are counted. A rerun skips the ids already written, so a killed run resumes; a last line
-cut short by the kill is discarded.
+Output: `DIR/labels-PPPPP-of-NNNNN.jsonl` (format: `jaxwhisper.data.labels`), one file per
+process (process p labels the examples whose index is p mod N). Rows that cannot be decoded
+get `"error"` instead and are counted. A rerun skips the ids already written, so a killed run
+resumes; a last line cut short by the kill is discarded.
 
 Training reads them back through the `pseudo_labels=DIR&max_wer=W` spec options
 (sources.py): the pseudo-label replaces the text, rows over the threshold are dropped
@@ -16,53 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from jaxwhisper.data.audio import AudioError
-from jaxwhisper.data.pipeline import decode_audio_field
-from jaxwhisper.data.sources import Source
-from jaxwhisper.metrics import word_error_rate
-from jaxwhisper.transcribe import Transcriber
+from jaxwhisper.data.audio import AudioError, decode_audio
+from jaxwhisper.data.labels import labels_path, resume_labels
+from jaxwhisper.data.sources import Source, process_rows
+from jaxwhisper.evaluation.wer import word_error_rate
+from jaxwhisper.inference.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
-
-
-def labels_path(out_dir: Path, process_index: int, process_count: int) -> Path:
-    return Path(out_dir) / f"labels-{process_index:05d}-of-{process_count:05d}.jsonl"
-
-
-def read_labels(out_dir: Path) -> dict[str, dict]:
-    """All complete rows of every process's file, by id."""
-    rows: dict[str, dict] = {}
-    for f in sorted(Path(out_dir).glob("labels-*-of-*.jsonl")):
-        for line in f.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            rows[row["id"]] = row
-    return rows
-
-
-def _resume(path: Path) -> set[str]:
-    """Ids already labelled in `path`; rewrites it without a torn last line."""
-    if not path.exists():
-        return set()
-    good, done = [], set()
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s: discarding a partial line left by an interrupted run", path)
-            continue
-        good.append(line)
-        done.add(row["id"])
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(x + "\n" for x in good))
-    os.replace(tmp, path)
-    return done
 
 
 def pseudo_label(
@@ -82,15 +43,13 @@ def pseudo_label(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = labels_path(out_dir, process_index, process_count)
-    done = _resume(path)
+    done = resume_labels(path)
     stats = {"labelled": 0, "skipped_existing": 0, "errors": 0}
     pending: dict[int, object] = {}
     refs, hyps = [], []
 
     def items() -> Iterator[tuple[int, object]]:
-        for i, raw in enumerate(source):
-            if i % process_count != process_index:
-                continue
+        for i, raw in process_rows(source, process_index, process_count):
             if raw.id in done:
                 stats["skipped_existing"] += 1
                 continue
@@ -99,12 +58,12 @@ def pseudo_label(
                 yield i, AudioError(raw.origin, raw.error)
                 continue
             try:
-                yield i, decode_audio_field(raw.audio, raw.origin)
+                yield i, decode_audio(raw.audio, raw.origin)
             except AudioError as e:
                 yield i, e
 
     with open(path, "a") as out:
-        for i, result in transcriber._decode_stream(items()):
+        for i, result in transcriber.decode_stream(items()):
             raw = pending.pop(i)
             row = {"id": raw.id, "origin": raw.origin, "text": raw.text}
             if isinstance(result, Exception):
