@@ -18,12 +18,12 @@ from pathlib import Path
 
 import jax
 
+from jaxwhisper.config import OptimizerConfig
 from jaxwhisper.data.features import log_mel_batch, log_mel_numpy
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
 from jaxwhisper.data.sources import parse_spec
-from jaxwhisper.models.weights import resolve_model
-from jaxwhisper.tokenizer import WhisperTokenizer
-from jaxwhisper.train.optim import OptimizerConfig
+from jaxwhisper.inference.tokenizer import WhisperTokenizer
+from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import make_student
 
@@ -72,7 +72,7 @@ def main():
     jnp_feat_eps = args.batch * len(batches) / (time.perf_counter() - t)
 
     s_cfg, s_params = make_student(teacher.config, teacher.params, 2, 2, gate="shared")
-    step, tx = make_train_step(s_cfg, teacher.config, OptimizerConfig(warmup_steps=10, total_steps=100))
+    step, tx = make_train_step(s_cfg, teacher.config, OptimizerConfig(warmup_steps=10), 100)
     step = jax.jit(step, donate_argnums=0)
     state = init_state(s_params, tx)
     keys = ("audio", "audio_len", "decoder_input_ids", "labels")

@@ -30,19 +30,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwhisper.config import OptimizerConfig
 from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
 from jaxwhisper.data.sources import parse_spec
-from jaxwhisper.models.ctranslate2_format import read_model_bin
-from jaxwhisper.models.weights import bundled_model_files, config_to_hf, ct2_to_hf_state_dict, resolve_model
-from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.inference.tokenizer import WhisperTokenizer
+from jaxwhisper.models.weights.ct2 import ct2_to_hf_state_dict, read_model_bin
+from jaxwhisper.models.weights.hf import config_to_hf
+from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
 from jaxwhisper.train.losses import distillation_loss
-from jaxwhisper.train.optim import OptimizerConfig
 from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import decoder_layer_map, encoder_layer_map, make_student
 
 REPO = Path(__file__).resolve().parent.parent
-OPT = OptimizerConfig(learning_rate=1e-4, warmup_steps=20, total_steps=300)
+OPT = OptimizerConfig(learning_rate=1e-4, warmup_steps=20)
+TOTAL_STEPS = 300
 T, CE_W, KL_W = 2.0, 0.8, 1.0
 
 
@@ -71,7 +73,7 @@ def time_steps(fn, steps: int) -> tuple[float, list[float]]:
 
 def jax_stepper(teacher, gate: str, b: dict):
     s_cfg, s_params = make_student(teacher.config, teacher.params, 2, 2, gate=gate, rng=jax.random.PRNGKey(0))
-    step, tx = make_train_step(s_cfg, teacher.config, OPT)
+    step, tx = make_train_step(s_cfg, teacher.config, OPT, TOTAL_STEPS)
     step = jax.jit(step, donate_argnums=0)
     batch = {k: jnp.asarray(b[k]) for k in ("audio", "audio_len", "decoder_input_ids", "labels")}
     t_params = jax.device_put(teacher.params)
@@ -144,7 +146,7 @@ def torch_stepper(student, teacher, fe, b: dict):
     opt = torch.optim.AdamW(
         student.parameters(), lr=OPT.learning_rate, betas=(OPT.b1, OPT.b2), eps=OPT.eps, weight_decay=0.0
     )
-    warm, total = OPT.warmup_steps, OPT.total_steps
+    warm, total = OPT.warmup_steps, TOTAL_STEPS
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: s / warm if s < warm else max(0.0, (total - s) / (total - warm))
     )

@@ -35,10 +35,10 @@ def one(case: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxwhisper import sharding
     from jaxwhisper.config import OptimizerConfig
     from jaxwhisper.models.config import preset
     from jaxwhisper.models.whisper import param_shapes
+    from jaxwhisper.train import sharding
     from jaxwhisper.train.step import init_state, make_train_step
     from jaxwhisper.train.student import student_config
 
@@ -46,8 +46,8 @@ def one(case: dict) -> dict:
     student = student_config(
         preset("large-v2"), case["layers"], 2, gate="shared", dtype="bfloat16", remat=case["remat"]
     )
-    opt = OptimizerConfig(accumulation_steps=case.get("accumulation", 1), total_steps=1000)
-    step, tx = make_train_step(student, teacher, opt)
+    opt = OptimizerConfig(accumulation_steps=case.get("accumulation", 1))
+    step, tx = make_train_step(student, teacher, opt, 1000)
     mesh = sharding.make_mesh(case["fsdp"])
     s_params = param_shapes(student)
     t_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), param_shapes(teacher))

@@ -71,7 +71,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         {
             "learning_rate": 1e-4,
             "warmup_steps": 1000,
-            "total_steps": steps,
             "b1": 0.9,
             "b2": 0.999,
             "eps": 1e-8,

@@ -62,28 +62,66 @@ def test_cpu_configs(name, arg, teacher, layers):
     assert _student_millions(cfg) < 0.9 * teacher_millions / 1e6
 
 
-@pytest.mark.parametrize("name", ["distill_tiny_en_2x2", "distill_large_v2"])
+@pytest.mark.parametrize("name", ["distill_tiny_en_2x2", "distill_base_3x2", "distill_large_v2"])
 def test_unknown_config_argument_is_an_error(name):
     with pytest.raises(ValueError, match="unknown config argument"):
         _load(name, "gates=none")
 
 
 def test_pipeline_and_quantization_configs_validate():
-    from jaxwhisper.config import build_dataclass
-    from jaxwhisper.quant.experiment import QuantRunConfig
-    from jaxwhisper.reproduce import ReproduceConfig
+    from jaxwhisper.config import PipelineConfig, QuantRunConfig, load
 
-    cfg = build_dataclass(ReproduceConfig, _raw("paper_cpu", "steps=7"))
-    assert cfg.gates == ("none", "shared") and cfg.train.total_steps == cfg.train.optimizer.total_steps == 7
+    cfg = load(PipelineConfig, _raw("paper_cpu", "steps=7"))
+    assert cfg.gates == ("none", "shared") and cfg.train.total_steps == cfg.train.optimizer_steps == 7
     assert cfg.train.data.train == (f"{cfg.corpus}/train.jsonl",)
     assert cfg.quant.calibration not in cfg.quant.test
     assert cfg.quant.quantizations == ("w8a8",) and cfg.outliers.data == cfg.quant.test[0]
-    assert "w8a8-smoothquant" in build_dataclass(QuantRunConfig, _raw("quant_int8")).quantizations
+    assert "w8a8-smoothquant" in load(QuantRunConfig, _raw("quant_int8")).quantizations
     incomplete = _raw("paper_cpu")
     del incomplete["quant"]
     with pytest.raises(ValueError, match="quant.test is not set"):
-        build_dataclass(ReproduceConfig, incomplete)
+        load(PipelineConfig, incomplete)
     bad = _raw("paper_cpu")
     bad["train"]["student"]["gates"] = "none"
     with pytest.raises(ValueError, match="unknown config key"):
-        build_dataclass(ReproduceConfig, bad)
+        load(PipelineConfig, bad)
+
+
+def test_student_model_overrides_are_validated_against_whisper_config():
+    from jaxwhisper.config import ConfigError, train_config_from_dict
+
+    raw = _raw("distill_tiny_en_2x2")
+    raw["student"]["model"] = {"gate_pi_init": 0.5, "softmax_clip_gamma": -0.03}
+    s = train_config_from_dict(raw).student
+    assert s.model_overrides() == {
+        **{"gate": "shared", "dtype": "float32", "remat": False},
+        **{"gate_pi_init": 0.5, "softmax_clip_gamma": -0.03},
+    }
+    for bad, match in [
+        ({"gate_pi": 0.5}, r"unknown config key student\.model\.gate_pi; known: \[.*'gate_pi_init'"),
+        ({"d_model": 64}, r"unknown config key student\.model\.d_model"),
+        ({"gate": "none"}, r"set it as student\.gate"),
+        ({"gate_pi_init": 1.5}, "gate_pi_init must be in"),
+    ]:
+        raw["student"]["model"] = bad
+        with pytest.raises(ConfigError, match=match):
+            train_config_from_dict(raw)
+
+
+def test_one_total_steps_and_the_batch_plan():
+    from jaxwhisper.config import ConfigError, train_config_from_dict
+
+    raw = _raw("distill_tiny_en_2x2")
+    raw["optimizer"]["accumulation_steps"] = 4
+    raw["total_steps"] = 300
+    cfg = train_config_from_dict(raw)
+    assert cfg.optimizer_steps == 75
+    assert cfg.batch_plan(n_devices=4, n_processes=2) == (8, 4, 2, 4, 32)
+    with pytest.raises(ConfigError, match="not divisible by the 3 devices"):
+        cfg.batch_plan(3)
+    raw["total_steps"] = 301
+    with pytest.raises(ConfigError, match="whole number of updates"):
+        train_config_from_dict(raw)
+    raw["optimizer"]["total_steps"] = 300
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) optimizer\.total_steps"):
+        train_config_from_dict(raw)

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from jaxwhisper.config import train_config_from_dict
-from jaxwhisper.evaluate import evaluate_model, load_eval_set
+from jaxwhisper.data.eval_sets import load_eval_set
+from jaxwhisper.evaluation.evaluate import evaluate_model
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.weights import LoadedModel, bundled_model_files, resolve_model, save_checkpoint
+from jaxwhisper.models.weights.base import LoadedModel
+from jaxwhisper.models.weights.native import save_checkpoint
+from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
 from jaxwhisper.models.whisper import init_params
 from jaxwhisper.train.loop import EXPORT, train_and_evaluate
 
@@ -49,7 +52,7 @@ def setup(tmp_path_factory, fixture_manifest):
         "teacher": str(d / "teacher"),
         "student": {"encoder_layers": 1, "decoder_layers": 1, "gate": "shared"},
         "data": {"train": [str(d / "train.jsonl")], "max_label_len": 48, "seed": 3},
-        "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 4},
+        "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2},
         "global_batch": 8,
         "total_steps": 4,
         "mesh_fsdp": 2,  # data 4 x fsdp 2: params sharded across the two processes' devices

@@ -22,15 +22,17 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jaxwhisper import checkpointing, sharding
 from jaxwhisper.config import TrainConfig, to_dict
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader, ValidationConfig
 from jaxwhisper.data.sources import parse_spec
-from jaxwhisper.metrics import word_error_rate
-from jaxwhisper.models.weights import LoadedModel, resolve_model, save_checkpoint
-from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.inference.tokenizer import WhisperTokenizer
+from jaxwhisper.models.weights.base import LoadedModel
+from jaxwhisper.models.weights.native import save_checkpoint
+from jaxwhisper.models.weights.resolve import resolve_model
+from jaxwhisper.train import checkpointing, sharding
 from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import make_student
+from jaxwhisper.train.validation import Validator
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("audio", "audio_len", "decoder_input_ids", "labels")
@@ -66,43 +68,6 @@ class MetricWriter:
             self.file.close()
         if self.tb is not None:
             self.tb.close()
-
-
-class Validator:
-    """Greedy WER (percent) of the student on each validation spec and their mean.
-
-    The validation audio is read and the decoder compiled once; each call only swaps in the
-    current params. Each process decodes its share of every set; counts are summed over hosts.
-    """
-
-    def __init__(self, student: LoadedModel, specs, batch_size: int, max_examples: int = 0):
-        from jaxwhisper.data.pipeline import decode_audio_field
-        from jaxwhisper.transcribe import Transcriber
-
-        self.transcriber = Transcriber(student, batch_size=batch_size)
-        self.sets = []
-        for spec in specs:
-            src = parse_spec(spec)
-            n = len(src) if not max_examples else min(max_examples, len(src))
-            rows = [src[i] for i in range(n) if jax.process_index() == i % jax.process_count()]
-            rows = [r for r in rows if not r.error and not r.drop and r.text]
-            self.sets.append(
-                (src.name, [r.text for r in rows], [decode_audio_field(r.audio, r.origin) for r in rows])
-            )
-
-    def __call__(self, params) -> dict:
-        self.transcriber.set_params(params)
-        out = {}
-        for name, refs, clips in self.sets:
-            w = word_error_rate(refs, self.transcriber.transcribe_arrays(clips))
-            counts = np.array([w.substitutions + w.deletions + w.insertions, w.words], np.float64)
-            if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
-                counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
-            out[f"eval/wer/{name}"] = 100.0 * counts[0] / max(counts[1], 1)
-        out[checkpointing.WER_KEY] = float(np.mean(list(out.values())))
-        return out
 
 
 def _check_finite(metrics: dict, step: int, max_skips: int, ids: list, workdir: Path, writer) -> None:
@@ -152,10 +117,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     mesh = sharding.make_mesh(cfg.mesh_fsdp)
-    if cfg.global_batch % mesh.size:
-        raise ValueError(
-            f"global_batch={cfg.global_batch} is not divisible by the {mesh.size} devices of the mesh"
-        )
+    cfg.batch_plan(mesh.size, jax.process_count())  # fails early when the batch does not divide
 
     teacher = resolve_model(cfg.teacher)
     tok = WhisperTokenizer(teacher.tokenizer_dir, teacher.config.is_multilingual)
@@ -166,17 +128,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         cfg.student.decoder_layers,
         layer_map=cfg.student.layer_map,
         rng=jax.random.PRNGKey(cfg.seed),
-        gate=cfg.student.gate,
-        dtype=cfg.student.dtype,
-        remat=cfg.student.remat,
+        **cfg.student.model_overrides(),
     )
     step_fn, tx = make_train_step(
         s_cfg,
         teacher.config.replace(dtype=cfg.teacher_dtype),
         cfg.optimizer,
-        cfg.loss.temperature,
-        cfg.loss.ce_weight,
-        cfg.loss.kl_weight,
+        cfg.optimizer_steps,
+        cfg.loss,
         max_nan_skips=cfg.max_nan_skips,
     )
 

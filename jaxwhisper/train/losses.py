@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxwhisper.config import LossConfig
+
 IGNORE = -100
 
 
@@ -43,9 +45,9 @@ def distillation_loss(
     student_logits: jax.Array,
     teacher_logits: jax.Array,
     labels: jax.Array,
-    temperature: float = 2.0,
-    ce_weight: float = 0.8,
-    kl_weight: float = 1.0,
+    temperature: float = LossConfig.temperature,
+    ce_weight: float = LossConfig.ce_weight,
+    kl_weight: float = LossConfig.kl_weight,
 ) -> tuple[jax.Array, dict]:
     """The loss and its parts, each a mean over the batch's target tokens.
 

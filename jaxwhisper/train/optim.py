@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.traverse_util
 import optax
 
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """Attributes:
-    learning_rate: peak rate after warm-up.
-    warmup_steps: linear warm-up from 0 (the paper: 1000).
-    total_steps: the rate decays linearly to 0 at this optimizer step.
-    b1, b2, eps: AdamW moments (0.9, 0.999, 1e-8).
-    weight_decay: decoupled decay on kernels and embeddings; none on biases, norms, gates' bias.
-    clip_norm: global gradient-norm clip (0 disables).
-    accumulation_steps: micro-batches per optimizer step (optax.MultiSteps).
-    """
-
-    learning_rate: float = 1e-4
-    warmup_steps: int = 1000
-    total_steps: int = 10000
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-    accumulation_steps: int = 1
+from jaxwhisper.config import OptimizerConfig
 
 
-def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
-    warm = max(1, min(cfg.warmup_steps, cfg.total_steps))
+def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """Linear warm-up to `cfg.learning_rate`, then linear decay to 0 at optimizer step `total_steps`."""
+    warm = max(1, min(cfg.warmup_steps, total_steps))
     return optax.join_schedules(
         [
             optax.linear_schedule(0.0, cfg.learning_rate, warm),
-            optax.linear_schedule(cfg.learning_rate, 0.0, max(1, cfg.total_steps - warm)),
+            optax.linear_schedule(cfg.learning_rate, 0.0, max(1, total_steps - warm)),
         ],
         [warm],
     )
@@ -50,9 +28,10 @@ def decay_mask(params) -> dict:
     )
 
 
-def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW (+ clipping, + accumulation) whose rate reaches 0 after `total_steps` updates."""
     tx = optax.adamw(
-        learning_rate_schedule(cfg),
+        learning_rate_schedule(cfg, total_steps),
         b1=cfg.b1,
         b2=cfg.b2,
         eps=cfg.eps,

@@ -14,11 +14,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxwhisper.config import LossConfig, OptimizerConfig
 from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper
 from jaxwhisper.train.losses import distillation_loss
-from jaxwhisper.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+from jaxwhisper.train.optim import learning_rate_schedule, make_optimizer
+
+DEFAULT_LOSS = LossConfig()
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -34,9 +37,7 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
 def make_loss_fn(
     student: WhisperConfig,
     teacher: WhisperConfig,
-    temperature: float = 2.0,
-    ce_weight: float = 0.8,
-    kl_weight: float = 1.0,
+    loss: LossConfig = DEFAULT_LOSS,
     padding: str = "log_mel",
 ) -> Callable:
     """`loss_fn(params, teacher_params, batch) -> (loss, parts)`, the teacher frozen inside."""
@@ -47,7 +48,7 @@ def make_loss_fn(
         tokens, labels = batch["decoder_input_ids"], batch["labels"]
         t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
         s_logits = s_model.apply({"params": params}, mel, tokens)
-        return distillation_loss(s_logits, t_logits, labels, temperature, ce_weight, kl_weight)
+        return distillation_loss(s_logits, t_logits, labels, loss.temperature, loss.ce_weight, loss.kl_weight)
 
     return loss_fn
 
@@ -56,13 +57,15 @@ def make_train_step(
     student: WhisperConfig,
     teacher: WhisperConfig,
     opt: OptimizerConfig,
-    temperature: float = 2.0,
-    ce_weight: float = 0.8,
-    kl_weight: float = 1.0,
+    total_steps: int,
+    loss: LossConfig = DEFAULT_LOSS,
     padding: str = "log_mel",
     max_nan_skips: int = 0,
 ) -> tuple[Callable, optax.GradientTransformation]:
     """Returns (`train_step(state, teacher_params, batch) -> (state, metrics)`, optimizer).
+
+    total_steps: optimizer updates of the run (`TrainConfig.optimizer_steps`): the learning
+    rate reaches 0 there.
 
     batch: `audio` [b, 480000], `audio_len` [b], `decoder_input_ids` and `labels` [b, len].
 
@@ -71,22 +74,22 @@ def make_train_step(
     untouched, and `train/skipped_steps` counts such steps over the run. The caller bounds the
     total (after `max_nan_skips` consecutive skips apply_if_finite itself would let one through).
     """
-    tx = make_optimizer(opt)
+    tx = make_optimizer(opt, total_steps)
     if max_nan_skips > 0:
         # Outside MultiSteps so that one bad micro-batch does not poison a whole accumulation.
         tx = optax.apply_if_finite(tx, max_consecutive_errors=max_nan_skips)
-    schedule = learning_rate_schedule(opt)
-    loss_fn = make_loss_fn(student, teacher, temperature, ce_weight, kl_weight, padding)
+    schedule = learning_rate_schedule(opt, total_steps)
+    loss_fn = make_loss_fn(student, teacher, loss, padding)
 
     def train_step(state: TrainState, teacher_params, batch):
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, teacher_params, batch)
+        (value, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, teacher_params, batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # The rate this update used: skipped micro-steps do not advance the schedule.
         applied = state.step - (state.opt_state.total_notfinite if max_nan_skips > 0 else 0)
         opt_step = applied // max(1, opt.accumulation_steps)
         metrics = {
-            "train/loss": loss,
+            "train/loss": value,
             "train/ce": parts["ce"],
             "train/kl": parts["kl"],
             "train/tokens": parts["tokens"],

@@ -12,14 +12,16 @@ import jax
 import numpy as np
 import pytest
 
-from jaxwhisper import sharding
 from jaxwhisper.config import train_config_from_dict
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
 from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.weights import LoadedModel, bundled_model_files, save_checkpoint
+from jaxwhisper.models.weights.base import LoadedModel
+from jaxwhisper.models.weights.native import save_checkpoint
+from jaxwhisper.models.weights.resolve import bundled_model_files
 from jaxwhisper.models.whisper import init_params
-from jaxwhisper.tokenizer import WhisperTokenizer
+from jaxwhisper.train import sharding
 from jaxwhisper.train.step import make_loss_fn
 from jaxwhisper.train.student import make_student
 
@@ -56,7 +58,7 @@ def _config(teacher_dir, manifest, **kw):
         "teacher": str(teacher_dir),
         "student": {"encoder_layers": 1, "decoder_layers": 1, "gate": "shared"},
         "data": {"train": [str(manifest)], "max_label_len": 48, "seed": 3},
-        "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2, "total_steps": 6},
+        "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2},
         "global_batch": 8,
         "total_steps": 6,
         "eval_every_steps": 0,
@@ -111,7 +113,7 @@ def test_six_steps_equal_three_restart_three(teacher_dir, manifest, tmp_path):
     losses = lambda d: [json.loads(x)["train/loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert losses(tmp_path / "straight") == losses(tmp_path / "cut")
     # The finished student, exported as a model every command loads: the final params.
-    from jaxwhisper.models.weights import resolve_model
+    from jaxwhisper.models.weights.resolve import resolve_model
 
     exported = resolve_model(str(tmp_path / "cut" / "export"))
     assert exported.config.encoder_layers == 1 and exported.config.gate == "shared"
@@ -221,7 +223,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(teacher_dir, manife
         "teacher": str(teacher_dir),
         "student": {"encoder_layers": 1, "decoder_layers": 1},
         "data": {"train": [str(manifest)], "max_label_len": 48},
-        "optimizer": {"warmup_steps": 1, "total_steps": 400},
+        "optimizer": {"warmup_steps": 1},
         "global_batch": 8,
         "total_steps": 400,
         "eval_every_steps": 0,
@@ -258,9 +260,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(teacher_dir, manife
     assert int(restored["state"]["step"]) == latest
     from jaxwhisper.train.loop import train_and_evaluate
 
-    resumed = train_config_from_dict(
-        {**cfg, "total_steps": latest + 2, "optimizer": {"warmup_steps": 1, "total_steps": 400}}
-    )
+    resumed = train_config_from_dict({**cfg, "total_steps": latest + 2, "optimizer": {"warmup_steps": 1}})
     train_and_evaluate(resumed, work)
     with ocp.CheckpointManager(ckpts.absolute()) as m:
         assert m.latest_step() == latest + 2

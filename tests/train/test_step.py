@@ -3,10 +3,10 @@
 import jax
 import numpy as np
 
+from jaxwhisper.config import OptimizerConfig
 from jaxwhisper.data.pipeline import make_labels
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import init_params
-from jaxwhisper.train.optim import OptimizerConfig
 from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import make_student
 
@@ -30,8 +30,8 @@ def _batch():
 def _run(steps):
     t_params = init_params(TEACHER, jax.random.PRNGKey(0))
     s_cfg, s_params = make_student(TEACHER, t_params, 2, 2, gate="shared")
-    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=2, total_steps=50)
-    step, tx = make_train_step(s_cfg, TEACHER, opt)
+    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=2)
+    step, tx = make_train_step(s_cfg, TEACHER, opt, total_steps=50)
     step = jax.jit(step)
     state, batch, out = init_state(s_params, tx), _batch(), []
     for _ in range(steps):
@@ -60,8 +60,8 @@ def test_non_finite_micro_step_is_skipped_and_counted():
     """With max_nan_skips, a NaN batch leaves params and optimizer state as they were."""
     t_params = init_params(TEACHER, jax.random.PRNGKey(0))
     s_cfg, s_params = make_student(TEACHER, t_params, 2, 2, gate="shared")
-    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=1, total_steps=50, accumulation_steps=2)
-    step, tx = make_train_step(s_cfg, TEACHER, opt, max_nan_skips=2)
+    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=1, accumulation_steps=2)
+    step, tx = make_train_step(s_cfg, TEACHER, opt, total_steps=50, max_nan_skips=2)
     step = jax.jit(step)
     good = _batch()
     bad = dict(good, audio=np.full_like(good["audio"], np.nan))

@@ -1,0 +1,59 @@
+"""What every `python ENTRY.py --config FILE --workdir DIR` script shares: its flags, logging,
+joining a multi-host cluster, and validating the config into the schema of `jaxwhisper.config`.
+
+    FLAGS = entry.define_flags("distillation config file", "run directory")
+    def run(cfg: TrainConfig, workdir: Path): ...
+    if __name__ == "__main__":
+        entry.main(TrainConfig, run, log_level=logging.INFO)
+
+A config that does not validate ends the script with one line naming the key, exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from jaxwhisper import distributed
+from jaxwhisper.config import ConfigError, load
+
+DISTRIBUTED_HELP = (
+    "join a multi-host cluster first (jaxwhisper/distributed.py: TPU pods, SLURM and Open MPI "
+    "auto-detect; else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)"
+)
+
+
+def define_flags(config_help: str, workdir_help: str) -> flags.FlagValues:
+    """Defines --config (a `configs/*.py` file, `--config.key=value` overrides), --workdir and
+    --distributed; returns absl's FLAGS."""
+    config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    flags.DEFINE_string("workdir", None, workdir_help)
+    flags.DEFINE_bool("distributed", False, DISTRIBUTED_HELP)
+    flags.mark_flags_as_required(["config", "workdir"])
+    return flags.FLAGS
+
+
+def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
+    """Parses the flags, sets up logging and the cluster, validates the config into `schema`
+    and calls `run(cfg, workdir)`."""
+
+    def _main(argv):
+        del argv
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
+        try:
+            cfg = load(schema, flags.FLAGS.config.to_dict())
+        except ConfigError as e:
+            print(f"{Path(sys.argv[0]).name}: config error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if flags.FLAGS.distributed:
+            distributed.initialize()
+        run(cfg, Path(flags.FLAGS.workdir))
+
+    app.run(_main)
