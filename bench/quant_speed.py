@@ -16,13 +16,14 @@ from pathlib import Path
 
 import jax
 
-from jaxwhisper.evaluate import load_eval_set
-from jaxwhisper.metrics import word_error_rate
-from jaxwhisper.models.weights import LoadedModel, resolve_model
+from jaxwhisper.data.eval_sets import load_eval_set
+from jaxwhisper.evaluation.wer import word_error_rate
+from jaxwhisper.inference.transcribe import Transcriber
+from jaxwhisper.models.weights.base import LoadedModel
+from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.quant import fakequant, int8
-from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges
+from jaxwhisper.quant.calibrate import Calibration, calibrate_on_audio
 from jaxwhisper.quant.config import QuantConfig
-from jaxwhisper.transcribe import Transcriber
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
@@ -39,10 +40,10 @@ def main():
     data = load_eval_set(str(REPO / "data/fixture/manifest.jsonl"), args.clips)
     q = QuantConfig(calibration_batches=4)
     if args.ranges:
-        ranges = load_ranges(Path(args.ranges))
+        ranges = Calibration.load(Path(args.ranges)).ranges
     else:
         calib = load_eval_set(str(PROMPTS if PROMPTS.exists() else REPO / "data/fixture/manifest.jsonl"), 32)
-        ranges, _ = calibrate_on_audio(model, calib.clips, q, args.batch)
+        ranges = calibrate_on_audio(model, calib.clips, q, args.batch).ranges
     qparams = fakequant.quantize_params(model.params, q)
     kernels = int8.int8_kernels(model.params, q)
     quantized = LoadedModel(model.config, qparams, model.tokenizer_dir, model.source)

@@ -1,7 +1,8 @@
 """`jaxwhisper` command line: transcribe, evaluate, outliers, report, pseudo-label, demo-corpus, convert.
 
-Subcommands only parse flags and call the library. Errors are one line on stderr naming
-the input and the cause, with a non-zero exit status.
+Subcommands only parse flags, call the library and print. Each imports its library when it
+runs, so that `jaxwhisper --help` answers without loading JAX. Errors are one line on stderr
+naming the input and the cause, with a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ class CliError(Exception):
 
 
 def _load_model(spec: str, **overrides):
-    from jaxwhisper.models.ctranslate2_format import ModelFormatError
-    from jaxwhisper.models.weights import ModelNotFoundError, resolve_model
+    from jaxwhisper.models.weights.base import ModelFormatError, ModelNotFoundError
+    from jaxwhisper.models.weights.resolve import resolve_model
 
     try:
         return resolve_model(spec, **overrides)
@@ -41,8 +42,8 @@ def _open_output(path: str):
 def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
-    from jaxwhisper.metrics import word_error_rate
-    from jaxwhisper.transcribe import InputError, Transcriber, read_inputs
+    from jaxwhisper.evaluation.wer import word_error_rate
+    from jaxwhisper.inference.transcribe import InputError, Transcriber, read_inputs
 
     try:
         utterances = read_inputs(args.inputs)
@@ -102,9 +103,10 @@ def cmd_pseudo_label(args) -> int:
     import jax
     from tqdm import tqdm
 
-    from jaxwhisper.data.sources import DataSpecError, parse_spec
-    from jaxwhisper.pseudo_label import labels_path, pseudo_label
-    from jaxwhisper.transcribe import Transcriber
+    from jaxwhisper.data.labels import labels_path
+    from jaxwhisper.data.sources import DataSpecError, parse_spec, process_share
+    from jaxwhisper.inference.pseudo_label import pseudo_label
+    from jaxwhisper.inference.transcribe import Transcriber
 
     try:
         source = parse_spec(args.data)
@@ -113,7 +115,7 @@ def cmd_pseudo_label(args) -> int:
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(model, batch_size=args.batch_size)
     p, n = jax.process_index(), jax.process_count()
-    total = None if source.streaming else len(range(p, len(source), n))
+    total = None if source.streaming else process_share(len(source), p, n)
     bar = tqdm(total=total, unit="clip", desc="pseudo-label", file=sys.stderr, dynamic_ncols=True)
     try:
         stats = pseudo_label(transcriber, source, Path(args.output), p, n, on_row=lambda _: bar.update())
@@ -144,7 +146,7 @@ def cmd_demo_corpus(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from jaxwhisper.models.weights import save_checkpoint
+    from jaxwhisper.models.weights.native import save_checkpoint
 
     model = _load_model(args.src)
     save_checkpoint(model, Path(args.dst))
@@ -158,30 +160,21 @@ def cmd_evaluate(args) -> int:
 
     import jax
 
-    from jaxwhisper.data.sources import DataSpecError
-    from jaxwhisper.evaluate import evaluate_model, load_eval_set, markdown_table
-    from jaxwhisper.quant.calibrate import calibrate_on_audio, load_ranges, load_smoothing, save_ranges
+    from jaxwhisper.data.eval_sets import load_eval_set
+    from jaxwhisper.evaluation.evaluate import evaluate_model
+    from jaxwhisper.evaluation.tables import markdown_table
     from jaxwhisper.quant.config import preset
+    from jaxwhisper.quant.ptq import prepare_calibration, quantize_model
 
     output = Path(args.output)
     model = _load_model(args.model)
-    qcfg = ranges = smoothing = None
+    qcfg = None
     if args.quantize:
         try:
             qcfg = dataclasses.replace(preset(args.quantize), calibration_batches=args.calibration_batches)
         except ValueError as e:
             raise CliError(str(e)) from None
-        if qcfg.act_bits and args.ranges:
-            try:
-                ranges = load_ranges(Path(args.ranges))
-                smoothing = load_smoothing(Path(args.ranges))
-            except ValueError as e:
-                raise CliError(str(e)) from None
-            if qcfg.smoothquant and smoothing is None:
-                raise CliError(
-                    f"--ranges {args.ranges} holds no SmoothQuant scales: calibrate {args.quantize} anew"
-                )
-        elif qcfg.act_bits:
+        if qcfg.act_bits and not args.ranges:
             if not args.calibration:
                 raise CliError(
                     f"--quantize {args.quantize} quantizes activations: "
@@ -189,22 +182,28 @@ def cmd_evaluate(args) -> int:
                 )
             if args.calibration in args.data:
                 raise CliError(f"--calibration {args.calibration} is also an evaluation set")
+
+    def calibration_clips() -> list:
+        calib = load_eval_set(args.calibration, args.calibration_batches * args.batch_size)
+        print(f"calibrating on {len(calib.clips)} clips of {args.calibration}", file=sys.stderr)
+        return calib.clips
+
     try:
         pi, pc = jax.process_index(), jax.process_count()
         sets = [load_eval_set(spec, args.max_examples, pi, pc) for spec in args.data]
-        if qcfg is not None and qcfg.act_bits and ranges is None:
-            calib = load_eval_set(args.calibration, args.calibration_batches * args.batch_size)
-            print(f"calibrating on {len(calib.clips)} clips of {args.calibration}", file=sys.stderr)
-            ranges, smoothing = calibrate_on_audio(model, calib.clips, qcfg, args.batch_size)
-            meta = {"model": model.source, "calibration": args.calibration, "clips": len(calib.clips)}
-            if pi == 0:  # every process calibrated on the same clips: one writer
-                save_ranges(ranges, output.with_suffix(".ranges.json"), meta, smoothing)
-    except DataSpecError as e:
+        if qcfg is not None:
+            path = Path(args.ranges) if args.ranges else output.with_suffix(".ranges.json")
+            if args.ranges and not path.exists():
+                raise CliError(f"--ranges {args.ranges}: no such file")
+            calibration = prepare_calibration(
+                model, qcfg, calibration_clips, args.batch_size, path, reuse=bool(args.ranges),
+                meta={"calibration": args.calibration},
+            )  # fmt: skip
+            model = quantize_model(model, qcfg, calibration)
+    except ValueError as e:  # a bad data spec, an unreadable --ranges file or one without scales
         raise CliError(str(e)) from None
-    results = evaluate_model(
-        model, sets, output, args.batch_size, qcfg=qcfg, ranges=ranges, smoothing=smoothing
-    )
-    label = model.source + (f" {qcfg.name}" if qcfg else "")
+    results = evaluate_model(model, sets, output, args.batch_size)
+    label = results["model"] + (f" {qcfg.name}" if qcfg else "")
     print(markdown_table({label: results["datasets"]}))
     for name, r in results["datasets"].items():
         print(
@@ -218,7 +217,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_outliers(args) -> int:
-    from jaxwhisper import outliers
+    from jaxwhisper.analysis import outliers
     from jaxwhisper.data.sources import DataSpecError
 
     model = _load_model(args.model)
@@ -235,7 +234,7 @@ def cmd_outliers(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from jaxwhisper.report import ReportError, build_report
+    from jaxwhisper.analysis.report import ReportError, build_report
 
     try:
         build_report([Path(r) for r in args.runs], Path(args.output))

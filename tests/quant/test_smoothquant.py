@@ -9,7 +9,7 @@ import pytest
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper, init_params
 from jaxwhisper.quant import smoothquant as sq
-from jaxwhisper.quant.calibrate import load_ranges, load_smoothing, save_ranges
+from jaxwhisper.quant.calibrate import Calibration
 from jaxwhisper.quant.config import QuantConfig, preset
 
 
@@ -114,11 +114,14 @@ def test_per_head_gate_kernel_rows_are_input_channels():
 def test_scales_round_trip_with_ranges_and_bad_input(tmp_path):
     path = tmp_path / "r.json"
     scales = {"encoder/layers_0/final_layer_norm": np.array([0.5, 2.0], np.float32)}
-    save_ranges({"a/output": (-1.0, 2.0)}, path, {"model": "m"}, scales)
-    assert load_ranges(path) == {"a/output": (-1.0, 2.0)}
-    np.testing.assert_array_equal(load_smoothing(path)["encoder/layers_0/final_layer_norm"], [0.5, 2.0])
-    save_ranges({"a/output": (-1.0, 2.0)}, path, {"model": "m"})
-    assert load_smoothing(path) is None
+    Calibration({"a/output": (-1.0, 2.0)}, scales, {"model": "m"}).save(path)
+    assert Calibration.load(path).ranges == {"a/output": (-1.0, 2.0)}
+    np.testing.assert_array_equal(
+        Calibration.load(path).smoothing["encoder/layers_0/final_layer_norm"], [0.5, 2.0]
+    )
+    Calibration({"a/output": (-1.0, 2.0)}, None, {"model": "m"}).save(path)
+    assert Calibration.load(path).smoothing is None
+    assert Calibration.load(path).meta == {"model": "m"}
     with pytest.raises(ValueError, match="alpha"):
         QuantConfig(smoothquant=True, smooth_alpha=1.5)
     with pytest.raises(KeyError, match="not a smoothed LayerNorm"):
