@@ -15,6 +15,8 @@ from configs import distill_tiny_en_2x2
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     opts = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
+    if set(opts) - {"gate"}:
+        raise ValueError(f"unknown config argument(s) {sorted(set(opts) - {'gate'})}; known: gate")
     c = distill_tiny_en_2x2.get_config(f"gate={opts.get('gate', 'shared')}")
     c.teacher = "base"
     c.student.encoder_layers = 3

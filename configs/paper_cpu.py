@@ -42,8 +42,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     t.data.train = (f"{c.corpus}/train.jsonl",)
     t.data.eval = ()  # the quantization stage evaluates every student on the test set
     t.total_steps = steps
-    t.optimizer.total_steps = steps
-    t.optimizer.learning_rate = 3e-4  # session 2's curve: 3e-4 learns faster than 1e-4 here
+    # 60 steps leave the default 1e-4 far from converged; 3e-4 still trains stably at batch 8.
+    t.optimizer.learning_rate = 3e-4
     t.optimizer.warmup_steps = 10
     t.eval_every_steps = 0
     t.checkpoint_every_steps = 30

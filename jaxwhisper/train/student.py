@@ -2,7 +2,8 @@
 
 Encoder layers follow the paper (every k-th teacher layer from the first: 8 of 32 ->
 0, 4, ..., 28; when k is not an integer, the evenly spaced `floor(i * L / N)`) or
-distil-whisper's `linspace(0, L - 1, N)`. Decoder layers: the teacher's first and last for
+distil-whisper's `np.linspace(0, L - 1, N, dtype=int)` (truncated, not rounded). Decoder
+layers: the teacher's first and last for
 2 layers (both papers), evenly spaced over [0, L - 1] otherwise. Convolutions, positions,
 embeddings and final LayerNorms are copied; gates the teacher lacks are initialised as the
 student config says.
@@ -16,10 +17,9 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from jaxwhisper.config import LAYER_MAPS
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.weights import _complete_and_check
-
-LAYER_MAPS = ("paper", "linspace")
+from jaxwhisper.models.weights.base import complete_and_check
 
 
 def encoder_layer_map(n_teacher: int, n_student: int, scheme: str = "paper") -> list[int]:
@@ -29,7 +29,8 @@ def encoder_layer_map(n_teacher: int, n_student: int, scheme: str = "paper") -> 
     if scheme == "paper":
         return [i * n_teacher // n_student for i in range(n_student)]
     if scheme == "linspace":
-        return [int(x) for x in np.linspace(0, n_teacher - 1, n_student).round()]
+        # distil-whisper's map: integer linspace, which truncates (32 -> 8: 0, 4, 8, 13, ...).
+        return [int(x) for x in np.linspace(0, n_teacher - 1, n_student, dtype=int)]
     raise ValueError(f"layer map must be one of {LAYER_MAPS}, got {scheme!r}")
 
 
@@ -86,4 +87,4 @@ def make_student(
             if j == int(name[len("layers_") :]):
                 flat[(side, f"layers_{i}") + key[2:]] = np.array(value)
     # Gates the student has and the teacher lacks are initialised as configured.
-    return config, _complete_and_check(flat, config, rng, "student")
+    return config, complete_and_check(flat, config, rng, "student")

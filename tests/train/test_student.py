@@ -13,7 +13,11 @@ def test_layer_maps():
     assert encoder_layer_map(32, 8) == [0, 4, 8, 12, 16, 20, 24, 28]  # the paper's example
     assert encoder_layer_map(32, 16) == list(range(0, 32, 2))
     assert encoder_layer_map(32, 24)[:4] == [0, 1, 2, 4] and len(set(encoder_layer_map(32, 24))) == 24
-    assert encoder_layer_map(32, 8, "linspace") == [0, 4, 9, 13, 18, 22, 27, 31]
+    # distil-whisper's map is the truncating integer linspace: its literal output for 32 -> 8.
+    assert encoder_layer_map(32, 8, "linspace") == [0, 4, 8, 13, 17, 22, 26, 31]
+    for n_teacher, n_student in [(32, 16), (32, 24), (6, 3), (4, 2)]:
+        expected = np.linspace(0, n_teacher - 1, n_student, dtype=int).tolist()
+        assert encoder_layer_map(n_teacher, n_student, "linspace") == expected
     assert decoder_layer_map(32, 2) == [0, 31] and decoder_layer_map(4, 2) == [0, 3]
     with pytest.raises(ValueError):
         encoder_layer_map(4, 5)
