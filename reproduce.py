@@ -12,6 +12,8 @@ from jaxwhisper import entry
 from jaxwhisper.config import PipelineConfig
 from jaxwhisper.jobs import reproduce
 
+entry.define_flags("pipeline config file", "output directory (resumed when it holds results)")
+
 
 def run(cfg: PipelineConfig, workdir):
     print(f"report: {reproduce(cfg, workdir)}")

@@ -56,4 +56,19 @@ def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
             distributed.initialize()
         run(cfg, Path(flags.FLAGS.workdir))
 
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but an override of a key the config lacks (`--config.x.y=...`, which
+    ml_collections reports as an AttributeError with a traceback) ends in one line."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        detail = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+        detail = " ".join(detail.strip("'\"").split())
+        print(
+            f"{Path(argv[0]).name}: config error: unknown config key on the command line: {detail}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
