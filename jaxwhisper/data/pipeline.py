@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxwhisper.data.audio import AudioError, decode_audio
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE
-from jaxwhisper.data.sources import RawExample, Source
+from jaxwhisper.data.sources import PackedExample, RawExample, Source
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,46 @@ def validate_example(
     if np.abs(audio).max() < cfg.silence_peak:
         return None, None, "silent"
     return audio, tokens, None
+
+
+def validate_packed(
+    packed: PackedExample, cfg: ValidationConfig, encode=None
+) -> tuple[Optional[np.ndarray], Optional[list[int]], list[Optional[str]]]:
+    """Decodes and checks each member of a packed window, then joins the usable ones.
+
+    A member that fails validation is left out (its reason is returned); if the joined
+    text is longer than `cfg.max_label_tokens`, members are left out from the end
+    (`text_too_long`) until it fits. Audio is concatenated; texts are joined with a space.
+
+    Returns:
+      (audio, token ids, reasons) with one reason (None: used) per member; audio and ids
+      are None when no member is usable.
+    """
+    reasons: list[Optional[str]] = []
+    kept: list[tuple[int, np.ndarray, str]] = []
+    for j, raw in enumerate(packed.members):
+        audio, _, reason = validate_example(raw, cfg, encode)
+        reasons.append(reason)
+        if reason is None:
+            kept.append((j, audio, (raw.text or "").strip()))
+    tokens = None
+    while kept:
+        text = " ".join(t for _, _, t in kept)
+        if not cfg.require_text or encode is None:
+            break
+        tokens = encode(" " + text)
+        if len(tokens) + 1 <= cfg.max_label_tokens:
+            break
+        reasons[kept.pop()[0]] = "text_too_long"
+        tokens = None
+    # Durations from the rows may be wrong: the window itself must fit too.
+    while kept and sum(a.shape[0] for _, a, _ in kept) > cfg.max_audio_s * SAMPLE_RATE:
+        reasons[kept.pop()[0]] = "too_long"
+        if cfg.require_text and encode is not None:
+            tokens = encode(" " + " ".join(t for _, _, t in kept)) if kept else None
+    if not kept:
+        return None, None, reasons
+    return np.concatenate([a for _, a, _ in kept]), tokens, reasons
 
 
 # ---------------------------------------------------------------------------------------
@@ -350,8 +390,13 @@ class BatchLoader:
         }
         for r, (s, i, _) in enumerate(rows):
             raw = self.sources[s][i]
-            audio, tokens, reason = validate_example(raw, self.validation, self.encode)
-            self.drops.add(self.sources[s].name, reason)
+            if isinstance(raw, PackedExample):  # members are counted one by one
+                audio, tokens, reasons = validate_packed(raw, self.validation, self.encode)
+                for reason in reasons:
+                    self.drops.add(self.sources[s].name, reason)
+            else:
+                audio, tokens, reason = validate_example(raw, self.validation, self.encode)
+                self.drops.add(self.sources[s].name, reason)
             out["ids"].append(f"{self.sources[s].name}/{raw.id}")
             out["decoder_input_ids"][r], out["labels"][r] = make_labels(self.prefix, tokens, self.eot, length)
             if audio is not None:

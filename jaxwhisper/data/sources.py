@@ -9,6 +9,7 @@
 | `hf:REPO@SPLIT?config=C&text=COL&id=COL&audio=COL&streaming=1` | a Hugging Face dataset |
 | `CORPUS@SPLIT[?config=C]` | a corpus of the paper (`corpora.py`: librispeech, common_voice, peoples_speech, voxpopuli, tedlium, fleurs, gigaspeech) with its columns and cleaning |
 | any of the above `&pseudo_labels=DIR&max_wer=10` | texts replaced by the teacher's pseudo-labels in DIR; rows over 10% WER dropped |
+| any map-style source `&pack=30` | consecutive utterances packed into windows of at most 30 s, texts joined with a space (`packing.py`) |
 
 Hub sources accept `data_files=GLOB` to read local parquet/arrow files with the same schema
 instead of the hub (how the tests exercise them offline). Audio columns are cast with
@@ -30,6 +31,7 @@ from typing import Any, Iterable, Iterator, Optional, TypeVar, Union
 
 from jaxwhisper.data.corpora import CORPORA, Cleaner
 from jaxwhisper.data.labels import read_labels
+from jaxwhisper.data.packing import audio_duration, pack_groups
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
 
@@ -70,6 +72,7 @@ class RawExample:
       origin: where it came from, for error messages (`manifest.jsonl:12`, `repo[split][7]`).
       error: set when the row itself is broken; the pipeline counts it as `bad_row`.
       drop: set when a cleaning rule drops the row; counted as `text_rule`.
+      duration: seconds of audio when the row says so (manifests' `duration`), else None.
     """
 
     id: str
@@ -78,6 +81,22 @@ class RawExample:
     origin: str
     error: Optional[str] = None
     drop: Optional[str] = None
+    duration: Optional[float] = None
+
+
+@dataclasses.dataclass
+class PackedExample:
+    """Consecutive examples of one source that share a training window.
+
+    Attributes:
+      id: `FIRST_ID+N`: the first member's id and how many members follow it.
+      origin: the first member's origin.
+      members: the RawExamples, in order.
+    """
+
+    id: str
+    origin: str
+    members: tuple
 
 
 class Source:
@@ -124,7 +143,11 @@ def read_jsonl(path: Path, name: Optional[str] = None) -> ListSource:
             rows.append(RawExample(where, None, None, where, error=f"bad manifest row ({e!r})"))
             continue
         audio = audio if audio.is_absolute() else path.parent / audio
-        rows.append(RawExample(str(row.get("id", where)), str(audio), row.get("text"), where))
+        duration = row.get("duration")
+        duration = float(duration) if isinstance(duration, (int, float)) else None
+        rows.append(
+            RawExample(str(row.get("id", where)), str(audio), row.get("text"), where, duration=duration)
+        )
     return ListSource(name or path.stem, rows)
 
 
@@ -232,6 +255,36 @@ class PseudoLabeledSource(Source):
         return (self._convert(r) for r in self.base)
 
 
+class PackedSource(Source):
+    """`base` as windows of consecutive examples of at most `max_audio_s` seconds each.
+
+    Durations come from the rows (`duration`) or the audio headers, read once here.
+    """
+
+    def __init__(self, base: Source, max_audio_s: float):
+        if base.streaming:
+            raise DataSpecError(f"{base.name}: pack= needs a map-style source, not a streaming one")
+        if not 0 < max_audio_s <= 30:
+            raise DataSpecError(f"{base.name}: pack={max_audio_s:g} must be in (0, 30] seconds")
+        self.base, self.max_audio_s = base, max_audio_s
+        self.name = f"{base.name}+pack{max_audio_s:g}s"
+        durations = []
+        for i in range(len(base)):
+            raw = base[i]
+            d = raw.duration
+            if d is None and not raw.error and raw.audio is not None:
+                d = audio_duration(raw.audio)
+            durations.append(d)
+        self.groups = pack_groups(durations, max_audio_s)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, g: int) -> PackedExample:
+        members = tuple(self.base[i] for i in self.groups[g])
+        return PackedExample(f"{members[0].id}+{len(members) - 1}", members[0].origin, members)
+
+
 def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
     try:
         import datasets
@@ -261,13 +314,20 @@ def parse_spec(spec: str) -> Source:
     """Turns a data spec string (module docstring) into a Source.
 
     Every kind also takes `pseudo_labels=DIR[&max_wer=W]`: texts replaced by the teacher's
-    pseudo-labels written to DIR, rows over W percent WER dropped.
+    pseudo-labels written to DIR, rows over W percent WER dropped; and map-style kinds take
+    `pack=SECONDS`: consecutive rows packed into windows (after the pseudo-labels).
     """
     source = _parse_base(spec)
     opts = {k: v[-1] for k, v in urllib.parse.parse_qs(spec.partition("?")[2]).items()}
     if "pseudo_labels" in opts:
         max_wer = float(opts["max_wer"]) if "max_wer" in opts else None
         source = PseudoLabeledSource(source, opts["pseudo_labels"], max_wer)
+    if "pack" in opts:
+        try:
+            seconds = float(opts["pack"])
+        except ValueError:
+            raise DataSpecError(f"{spec}: pack={opts['pack']!r} is not a number of seconds") from None
+        source = PackedSource(source, seconds)
     return source
 
 
