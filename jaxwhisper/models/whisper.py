@@ -114,7 +114,7 @@ class AudioEncoder(Tapped):
     config: WhisperConfig
 
     def setup(self):
-        c = self.config
+        c = self.config if self.config.gated_encoder else self.config.replace(gate="none")
         conv = lambda name, stride: nn.Conv(  # noqa: E731
             c.d_model,
             (3,),

@@ -59,9 +59,10 @@ def smoothing_groups(config: WhisperConfig) -> dict[str, list[str]]:
         for i in range(n):
             block = f"{side}/layers_{i}"
             attn = f"{block}/self_attn"
+            gated = config if side == "decoder" or config.gated_encoder else config.replace(gate="none")
             groups[f"{block}/self_attn_layer_norm"] = [
                 f"{attn}/{p}_proj/kernel" for p in "qkv"
-            ] + _gate_kernels(attn, config)
+            ] + _gate_kernels(attn, gated)
             if cross:
                 attn = f"{block}/encoder_attn"
                 groups[f"{block}/encoder_attn_layer_norm"] = [f"{attn}/q_proj/kernel"] + _gate_kernels(

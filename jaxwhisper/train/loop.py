@@ -22,14 +22,17 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jaxwhisper.config import TrainConfig, to_dict
+from jaxwhisper.config import ConfigError, TrainConfig, to_dict
+from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.data.pipeline import BatchConfig, BatchLoader, ValidationConfig
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.models.weights.native import save_checkpoint
 from jaxwhisper.models.weights.resolve import resolve_model
+from jaxwhisper.models.whisper import Whisper
 from jaxwhisper.train import checkpointing, sharding
+from jaxwhisper.train.encoder_cache import EncoderCache
 from jaxwhisper.train.step import init_state, make_train_step
 from jaxwhisper.train.student import make_student
 from jaxwhisper.train.validation import Validator
@@ -121,6 +124,11 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
 
     teacher = resolve_model(cfg.teacher)
     tok = WhisperTokenizer(teacher.tokenizer_dir, teacher.config.is_multilingual)
+    if cfg.student.freeze_encoder and cfg.student.encoder_layers != teacher.config.encoder_layers:
+        raise ConfigError(
+            f"student.freeze_encoder keeps the teacher's {teacher.config.encoder_layers} encoder layers; "
+            f"student.encoder_layers is {cfg.student.encoder_layers}"
+        )
     s_cfg, s_params = make_student(
         teacher.config,
         teacher.params,
@@ -137,6 +145,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         cfg.optimizer_steps,
         cfg.loss,
         max_nan_skips=cfg.max_nan_skips,
+        freeze_encoder=cfg.student.freeze_encoder,
+        freeze_token_embedding=cfg.student.freeze_token_embedding,
     )
 
     state_shapes = jax.eval_shape(lambda p: init_state(p, tx), s_params)
@@ -149,6 +159,22 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=0,
     )
+    encoder_cache = None
+    batch_keys = BATCH_KEYS
+    if cfg.encoder_cache_mb and jax.process_count() == 1:
+        t_model, n_mels = Whisper(teacher.config.replace(dtype=cfg.teacher_dtype)), teacher.config.n_mels
+        rows = sharding.batch_sharding(mesh)
+        encode = jax.jit(
+            lambda p, audio, n: t_model.apply(
+                {"params": p}, log_mel_batch(audio, n, n_mels=n_mels), method=Whisper.encode
+            ),
+            in_shardings=(teacher_sh, rows, rows),
+            out_shardings=rows,
+        )
+        encoder_cache = EncoderCache(lambda audio, n: encode(teacher_params, audio, n), cfg.encoder_cache_mb)
+        batch_keys = ("encoder_out", "audio_len", "decoder_input_ids", "labels")
+    elif cfg.encoder_cache_mb:
+        log.info("encoder_cache_mb is ignored in a multi-process run: the encoder runs in every step")
 
     manager = checkpointing.make_manager(workdir / "checkpoints", cfg.keep_best)
     start = manager.latest_step()
@@ -214,7 +240,9 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
         for step in range(start, end):
             local = next(batches)
             recent_ids.append(local["ids"])
-            state, metrics = train_step(state, teacher_params, sharding.global_batch(local, mesh, BATCH_KEYS))
+            if encoder_cache is not None:
+                local["encoder_out"] = encoder_cache(local)
+            state, metrics = train_step(state, teacher_params, sharding.global_batch(local, mesh, batch_keys))
             audio_s += float(np.sum(local["audio_len"])) / 16000
             done = step + 1
             evaluating = validate is not None and (
@@ -231,6 +259,8 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
                 elapsed = time.perf_counter() - t0
                 metrics["train/audio_s_per_s"] = audio_s / elapsed
                 metrics["train/tokens_per_s"] = tokens / elapsed
+                if encoder_cache is not None:
+                    metrics.update(encoder_cache.stats())
                 writer.write(done, metrics)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
                 last = metrics

@@ -34,20 +34,55 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def frozen_predicate(freeze_encoder: bool = False, freeze_token_embedding: bool = False):
+    """`path names -> bool` of the student parameters that are not trained (None: none)."""
+    if not (freeze_encoder or freeze_token_embedding):
+        return None
+
+    def frozen(names: tuple[str, ...]) -> bool:
+        return (freeze_encoder and names[0] == "encoder") or (
+            freeze_token_embedding and names[:2] == ("decoder", "embed_tokens")
+        )
+
+    return frozen
+
+
 def make_loss_fn(
     student: WhisperConfig,
     teacher: WhisperConfig,
     loss: LossConfig = DEFAULT_LOSS,
     padding: str = "log_mel",
+    share_encoder: bool = False,
 ) -> Callable:
-    """`loss_fn(params, teacher_params, batch) -> (loss, parts)`, the teacher frozen inside."""
+    """`loss_fn(params, teacher_params, batch) -> (loss, parts)`, the teacher frozen inside.
+
+    share_encoder: the student's encoder is the teacher's (`freeze_encoder`): it runs once,
+      with the teacher's params, and both decoders read its output. The batch may then carry
+      that output precomputed as `encoder_out` [b, frames, embed] instead of its audio.
+    """
     s_model, t_model = Whisper(student), Whisper(teacher)
 
+    def decode(model, params, enc, tokens):
+        variables = {"params": params}
+        cross = model.apply(variables, enc, method=Whisper.cross_kv)
+        return model.apply(variables, tokens, cross, method=Whisper.decode)[0]
+
     def loss_fn(params, teacher_params, batch):
-        mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=student.n_mels, padding=padding)
         tokens, labels = batch["decoder_input_ids"], batch["labels"]
-        t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
-        s_logits = s_model.apply({"params": params}, mel, tokens)
+        n_mels = student.n_mels
+        if share_encoder:
+            if "encoder_out" in batch:
+                enc = batch["encoder_out"]
+            else:
+                mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
+                enc = t_model.apply({"params": teacher_params}, mel, method=Whisper.encode)
+            enc = jax.lax.stop_gradient(enc)
+            t_logits = jax.lax.stop_gradient(decode(t_model, teacher_params, enc, tokens))
+            s_logits = decode(s_model, params, enc.astype(student.dtype), tokens)
+        else:
+            mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=student.n_mels, padding=padding)
+            t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
+            s_logits = s_model.apply({"params": params}, mel, tokens)
         return distillation_loss(s_logits, t_logits, labels, loss.temperature, loss.ce_weight, loss.kl_weight)
 
     return loss_fn
@@ -61,8 +96,14 @@ def make_train_step(
     loss: LossConfig = DEFAULT_LOSS,
     padding: str = "log_mel",
     max_nan_skips: int = 0,
+    freeze_encoder: bool = False,
+    freeze_token_embedding: bool = False,
 ) -> tuple[Callable, optax.GradientTransformation]:
     """Returns (`train_step(state, teacher_params, batch) -> (state, metrics)`, optimizer).
+
+    freeze_encoder, freeze_token_embedding: those student parameters are not trained; they
+    enter the loss through stop_gradient, so their (costly) gradients are never computed.
+    With freeze_encoder the teacher's encoder output is shared (`make_loss_fn`).
 
     total_steps: optimizer updates of the run (`TrainConfig.optimizer_steps`): the learning
     rate reaches 0 there.
@@ -74,15 +115,25 @@ def make_train_step(
     untouched, and `train/skipped_steps` counts such steps over the run. The caller bounds the
     total (after `max_nan_skips` consecutive skips apply_if_finite itself would let one through).
     """
-    tx = make_optimizer(opt, total_steps)
+    frozen = frozen_predicate(freeze_encoder, freeze_token_embedding)
+    tx = make_optimizer(opt, total_steps, frozen)
     if max_nan_skips > 0:
         # Outside MultiSteps so that one bad micro-batch does not poison a whole accumulation.
         tx = optax.apply_if_finite(tx, max_consecutive_errors=max_nan_skips)
     schedule = learning_rate_schedule(opt, total_steps)
-    loss_fn = make_loss_fn(student, teacher, loss, padding)
+    loss_fn = make_loss_fn(student, teacher, loss, padding, share_encoder=freeze_encoder)
+
+    def stop_frozen(params):
+        if frozen is None:
+            return params
+        return jax.tree_util.tree_map_with_path(
+            lambda path, p: jax.lax.stop_gradient(p) if frozen(tuple(k.key for k in path)) else p, params
+        )
 
     def train_step(state: TrainState, teacher_params, batch):
-        (value, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, teacher_params, batch)
+        (value, parts), grads = jax.value_and_grad(
+            lambda p: loss_fn(stop_frozen(p), teacher_params, batch), has_aux=True
+        )(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # The rate this update used: skipped micro-steps do not advance the schedule.

@@ -1,13 +1,15 @@
 """The distillation step on a small random teacher: it learns, and it is deterministic."""
 
+import flax.traverse_util
 import jax
 import numpy as np
 
 from jaxwhisper.config import OptimizerConfig
+from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.data.pipeline import make_labels
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.whisper import init_params
-from jaxwhisper.train.step import init_state, make_train_step
+from jaxwhisper.models.whisper import Whisper, init_params
+from jaxwhisper.train.step import init_state, make_loss_fn, make_train_step
 from jaxwhisper.train.student import make_student
 
 TEACHER = WhisperConfig(
@@ -80,3 +82,73 @@ def test_non_finite_micro_step_is_skipped_and_counted():
     assert int(state.opt_state.inner_state.gradient_step) == 1
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
     assert int(m["train/skipped_steps"]) == 1
+
+
+def _flat(params) -> dict:
+    return {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(params).items()}
+
+
+def test_frozen_encoder_and_embedding_stay_as_copied_and_the_rest_learns():
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(TEACHER, t_params, 4, 2, gate="shared", gated_encoder=False)
+    assert not any("gate" in k for k in _flat(s_params) if k.startswith("encoder"))
+    assert any("gate" in k for k in _flat(s_params) if k.startswith("decoder"))
+    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=1)
+    step, tx = make_train_step(
+        s_cfg, TEACHER, opt, total_steps=50, freeze_encoder=True, freeze_token_embedding=True
+    )
+    step = jax.jit(step)
+    state = init_state(s_params, tx)
+    losses = []
+    for _ in range(6):
+        state, m = step(state, t_params, _batch())
+        losses.append(float(m["train/loss"]))
+    assert losses[-1] < 0.95 * losses[0]  # fewer trainable parameters: it learns slower
+    before, after = _flat(s_params), _flat(state.params)
+    for k in before:
+        frozen = k.startswith("encoder") or k.startswith("decoder/embed_tokens")
+        same = np.array_equal(before[k], after[k])
+        assert same == frozen or k.endswith("embed_positions"), k  # learned positions may not move
+    # Frozen parameters hold no optimizer state: Adam's moments exist for the rest only.
+    n_state = sum(x.size for x in jax.tree.leaves(state.opt_state))
+    n_trained = sum(v.size for k, v in after.items() if not k.startswith(("encoder", "decoder/embed_tokens")))
+    assert n_state < 2 * n_trained + 100
+
+
+def test_shared_encoder_loss_equals_the_full_forward_when_the_encoders_are_equal():
+    """freeze_encoder runs the teacher's encoder once for both; with the student's encoder a
+    copy of the teacher's, that is the same loss as the student's own full forward."""
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(TEACHER, t_params, 4, 2)
+    batch = _batch()
+    full = make_loss_fn(s_cfg, TEACHER)(s_params, t_params, batch)[0]
+    shared = make_loss_fn(s_cfg, TEACHER, share_encoder=True)(s_params, t_params, batch)[0]
+    np.testing.assert_allclose(float(shared), float(full), rtol=1e-5)
+    # ... and precomputed encoder outputs (the encoder cache) give it too.
+    enc = Whisper(TEACHER).apply(
+        {"params": t_params}, log_mel_batch(batch["audio"], batch["audio_len"]), method=Whisper.encode
+    )
+    cached = make_loss_fn(s_cfg, TEACHER, share_encoder=True)(
+        s_params, t_params, {k: v for k, v in batch.items() if k != "audio"} | {"encoder_out": enc}
+    )[0]
+    np.testing.assert_allclose(float(cached), float(full), rtol=1e-5)
+
+
+def test_gate_learning_rate_multiplier_scales_the_gates_first_update():
+    """Adam's first update is lr * g / (|g| + eps) per parameter, so a multiplier m moves the
+    gates m times as far and leaves every other parameter as it was."""
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(TEACHER, t_params, 2, 2, gate="shared", gate_init_std=0.01)
+    moved = {}
+    for mult in (1.0, 10.0):
+        opt = OptimizerConfig(learning_rate=1e-3, warmup_steps=1, gate_learning_rate_multiplier=mult)
+        step, tx = make_train_step(s_cfg, TEACHER, opt, total_steps=50)
+        state, _ = jax.jit(step)(init_state(s_params, tx), t_params, _batch())
+        moved[mult] = {k: v - _flat(s_params)[k] for k, v in _flat(state.params).items()}
+    for k, d1 in moved[1.0].items():
+        d10 = moved[10.0][k]
+        if "gate_proj" in k:
+            np.testing.assert_allclose(d10, 10 * d1, rtol=1e-3, atol=1e-9)
+            assert np.abs(d1).max() > 0
+        else:
+            np.testing.assert_allclose(d10, d1, rtol=1e-5, atol=1e-9)
