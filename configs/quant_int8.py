@@ -3,9 +3,9 @@
     python quantize.py --config configs/quant_int8.py --model tiny.en --workdir runs/quant_tiny_en
     python quantize.py --config configs/quant_int8.py --model runs/tiny_en_2x2/export --workdir ...
 
-Calibrates on real speech that is not a test set (the Asterisk prompts in ../shared/data when
-present, else the demo corpus's training clips), then evaluates float and each preset on the
-vendored real speech.
+Calibrates on real speech that is not a test set (the Asterisk prompts vendored in
+data/demo/prompts), then evaluates float and each preset on the vendored real speech of
+data/fixture.
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import ml_collections
 
 REPO = Path(__file__).resolve().parent.parent
-PROMPTS = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
+PROMPTS = REPO / "data" / "demo" / "prompts" / "manifest.jsonl"
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -34,7 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         "w4a8-per-channel",
     )
     c.test = (str(REPO / "data/fixture/manifest.jsonl"),)
-    c.calibration = str(PROMPTS) if PROMPTS.exists() else "runs/demo/corpus/train.jsonl"
+    c.calibration = str(PROMPTS)
     c.calibration_batches = 16
     c.batch_size = 8
     c.max_examples = 0
