@@ -264,3 +264,30 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(teacher_dir, manife
     train_and_evaluate(resumed, work)
     with ocp.CheckpointManager(ckpts.absolute()) as m:
         assert m.latest_step() == latest + 2
+
+
+def test_frozen_encoder_with_cache_and_packing(teacher_dir, manifest, tmp_path):
+    """A student that keeps the teacher's encoder, trained on clips and packed windows: the
+    cached run computes the same losses as the uncached one, the exported encoder is the
+    teacher's, its gates are in the decoder only, and packed members are counted."""
+    from jaxwhisper.models.weights.resolve import resolve_model
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    kw = dict(
+        student={"encoder_layers": 2, "decoder_layers": 1, "gate": "shared", "freeze_encoder": True},
+        data={"train": [str(manifest), f"{manifest}?pack=30"], "max_label_len": 64, "seed": 3},
+        total_steps=4,
+    )
+    train_and_evaluate(_config(teacher_dir, manifest, **kw), tmp_path / "plain")
+    train_and_evaluate(_config(teacher_dir, manifest, encoder_cache_mb=64, **kw), tmp_path / "cached")
+    rows = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    plain, cached = rows(tmp_path / "plain"), rows(tmp_path / "cached")
+    np.testing.assert_allclose([r["train/loss"] for r in cached], [r["train/loss"] for r in plain], rtol=1e-5)
+    assert cached[-1]["train/encoder_cache_hits"] > 0  # 8 clips + their windows, 4 steps of 8
+    student, teacher = resolve_model(str(tmp_path / "cached" / "export")), resolve_model(str(teacher_dir))
+    assert not student.config.gated_encoder
+    for x, y in zip(jax.tree.leaves(student.params["encoder"]), jax.tree.leaves(teacher.params["encoder"])):
+        np.testing.assert_array_equal(x, y)
+    assert any("gate" in str(k) for k in jax.tree_util.tree_flatten_with_path(student.params["decoder"])[0])
+    drops = json.loads((tmp_path / "cached" / "data_drops.json").read_text())
+    assert drops["seen"] > 4 * 8  # members of packed windows count one by one
