@@ -145,7 +145,8 @@ def test_encoder_matches_ctranslate2(clips, ct2_dir, tiny_en):
     ours_exact, theirs_exact = np.abs(ours - exact).max(), np.abs(theirs - exact).max()
     print(
         f"\nencoder vs CTranslate2: max {err.max():.2e}, median {np.median(err):.1e}, "
-        f"99.9% {np.quantile(err, 0.999):.1e}; vs float64: ours {ours_exact:.2e}, CTranslate2 {theirs_exact:.2e}"
+        f"99.9% {np.quantile(err, 0.999):.1e}; "
+        f"vs float64: ours {ours_exact:.2e}, CTranslate2 {theirs_exact:.2e}"
     )
     assert np.quantile(err, 0.999) <= 1e-4
     assert err.max() <= 1e-2
