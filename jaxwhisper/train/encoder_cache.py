@@ -21,8 +21,9 @@ class EncoderCache:
     """`cache(batch) -> encoder outputs [rows, frames, embed]` (float32 numpy).
 
     Args:
-      encode: `(audio [rows, samples], audio_len [rows]) -> [rows, frames, embed]`, the
-        teacher's jitted encoder; it always sees whole batches (one compilation).
+      encode: `(audio [1, samples], audio_len [1]) -> [1, frames, embed]`, the teacher's
+        jitted encoder on one row: only the windows not cached yet are encoded (one
+        compilation; a row's working set also stays in cache on CPU).
       max_mb: host memory the cache may hold; windows beyond it are encoded every time.
     """
 
@@ -33,20 +34,21 @@ class EncoderCache:
         self.hits = self.misses = 0
 
     def __call__(self, batch: dict) -> np.ndarray:
-        ids = batch["ids"]
-        if all(i in self.store for i in ids):
-            self.hits += len(ids)
-            return np.stack([self.store[i] for i in ids])
-        out = np.asarray(self.encode(batch["audio"], batch["audio_len"]), np.float32)
-        for i, row in zip(ids, out):
-            if i in self.store:
+        rows = []
+        for r, i in enumerate(batch["ids"]):
+            row = self.store.get(i)
+            if row is not None:
                 self.hits += 1
-                continue
-            self.misses += 1
-            if self.bytes + row.nbytes <= self.max_bytes:
-                self.store[i] = row
-                self.bytes += row.nbytes
-        return out
+            else:
+                self.misses += 1
+                row = np.asarray(
+                    self.encode(batch["audio"][r : r + 1], batch["audio_len"][r : r + 1]), np.float32
+                )[0]
+                if self.bytes + row.nbytes <= self.max_bytes:
+                    self.store[i] = row
+                    self.bytes += row.nbytes
+            rows.append(row)
+        return np.stack(rows)
 
     def stats(self) -> dict:
         return {

@@ -163,15 +163,14 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
     batch_keys = BATCH_KEYS
     if cfg.encoder_cache_mb and jax.process_count() == 1:
         t_model, n_mels = Whisper(teacher.config.replace(dtype=cfg.teacher_dtype)), teacher.config.n_mels
-        rows = sharding.batch_sharding(mesh)
+        # One row at a time, on one device: only windows not cached yet are encoded.
         encode = jax.jit(
             lambda p, audio, n: t_model.apply(
                 {"params": p}, log_mel_batch(audio, n, n_mels=n_mels), method=Whisper.encode
-            ),
-            in_shardings=(teacher_sh, rows, rows),
-            out_shardings=rows,
+            )
         )
-        encoder_cache = EncoderCache(lambda audio, n: encode(teacher_params, audio, n), cfg.encoder_cache_mb)
+        host_teacher = jax.device_put(teacher.params, jax.local_devices()[0])
+        encoder_cache = EncoderCache(lambda audio, n: encode(host_teacher, audio, n), cfg.encoder_cache_mb)
         batch_keys = ("encoder_out", "audio_len", "decoder_input_ids", "labels")
     elif cfg.encoder_cache_mb:
         log.info("encoder_cache_mb is ignored in a multi-process run: the encoder runs in every step")
