@@ -1,11 +1,11 @@
-"""The Flax Whisper module: configs, cache decoding, gates, clipped softmax, sow points."""
+"""The Flax Whisper module: configs, cache decoding, gates in the model, sow points (attention on its
+own: test_attention.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwhisper.models.attention import clipped_softmax
 from jaxwhisper.models.config import PRESETS, WhisperConfig, preset
 from jaxwhisper.models.weights.hf import config_to_hf
 from jaxwhisper.models.whisper import Whisper, gelu, init_kv_cache, init_params, param_shapes
@@ -92,17 +92,6 @@ def test_causal_mask_hides_the_future(tiny_params, tiny_inputs):
     b = model.apply({"params": tiny_params}, mel, changed)
     np.testing.assert_array_equal(a[:, :5], b[:, :5])
     assert np.abs(a[:, 5:] - b[:, 5:]).max() > 1e-3
-
-
-def test_clipped_softmax_matches_formula():
-    x = np.random.default_rng(1).normal(size=(3, 7)).astype(np.float32) * 4
-    p = np.exp(x - x.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    gamma, zeta = -0.03, 1.0
-    expected = np.clip((zeta - gamma) * p + gamma, 0, 1)
-    np.testing.assert_allclose(clipped_softmax(x, gamma, zeta), expected, atol=1e-6)
-    np.testing.assert_allclose(clipped_softmax(x, 0.0, 1.0), p, atol=1e-6)
-    assert (np.asarray(clipped_softmax(x, gamma, zeta)) == 0).any()  # exact zeros are reachable
 
 
 @pytest.mark.parametrize("gate", ["shared", "per_head"])
