@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwhisper.models.config import PRESETS, WhisperConfig, preset
+from jaxwhisper.models.config import PRESETS, WhisperConfig
 from jaxwhisper.models.weights.hf import config_to_hf
 from jaxwhisper.models.whisper import Whisper, gelu, init_kv_cache, init_params, param_shapes
 
@@ -39,19 +39,6 @@ def test_preset_param_counts_match_transformers(name):
     # proj_out is tied to the token embedding, so counted once on both sides.
     expected = sum(p.numel() for p in model.parameters())
     assert _count(param_shapes(c)) == expected
-
-
-def test_config_rejects_unknown_keys_and_bad_values():
-    with pytest.raises(ValueError, match="unknown WhisperConfig keys"):
-        WhisperConfig.from_dict({"d_model": 64, "n_head": 4})
-    with pytest.raises(ValueError, match="gate must be one of"):
-        preset("tiny.en", gate="sometimes")
-    with pytest.raises(ValueError, match="divisible"):
-        WhisperConfig(d_model=65, n_heads=4)
-    with pytest.raises(ValueError, match="unknown Whisper size"):
-        preset("huge")
-    assert preset("large-v3").n_mels == 128 and preset("large-v3").n_vocab == 51866
-    assert preset("tiny.en").n_vocab == 51864 and preset("tiny").n_vocab == 51865
 
 
 @pytest.fixture(scope="module")
