@@ -92,7 +92,7 @@ def test_a_model_split_in_parts_reads_as_their_concatenation(tmp_path):
         (_model_bin([("x", np.ones(2, "<f4"), FLOAT32)])[:-6], "truncated"),
         (b"\x06\x00", "truncated"),
     ],
-    ids=["version-4", "version-8", "dtype-9", "nbytes", "truncated-alias-count", "truncated-version"],
+    ids=["version-4", "version-8", "dtype-9", "nbytes", "truncated-raw-bytes", "truncated-version"],
 )
 def test_malformed_files_are_one_clear_error(tmp_path, data, match):
     path = _write(tmp_path / "model.bin", data)
