@@ -17,15 +17,13 @@ FROZEN, GATE, TRAINED = "frozen", "gate", "trained"
 
 
 def learning_rate_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
-    """Linear warm-up to `cfg.learning_rate`, then linear decay to 0 at optimizer step `total_steps`."""
-    warm = max(1, min(cfg.warmup_steps, total_steps))
-    return optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, cfg.learning_rate, warm),
-            optax.linear_schedule(cfg.learning_rate, 0.0, max(1, total_steps - warm)),
-        ],
-        [warm],
-    )
+    """Linear warm-up to `cfg.learning_rate`, then linear decay to 0 at optimizer step `total_steps`
+    (transformers' `get_linear_schedule_with_warmup`); `warmup_steps=0` starts at the peak."""
+    warm = min(cfg.warmup_steps, total_steps)
+    decay = optax.linear_schedule(cfg.learning_rate, 0.0, max(1, total_steps - warm))
+    if warm == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warm), decay], [warm])
 
 
 def _names(path) -> tuple[str, ...]:
