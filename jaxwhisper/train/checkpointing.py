@@ -30,6 +30,12 @@ def make_manager(directory: Path, keep_best: int = 2, async_save: bool = True) -
     )
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
+        # Retention is the policy's; best_fn only makes orbax write each checkpoint's metrics
+        # to disk and read them back when a resumed run opens the directory. Without it the
+        # WERs live in memory only, and after a restart BestN sees checkpoints without
+        # metrics and deletes the best ones at the next save.
+        best_fn=lambda m: m[WER_KEY],
+        best_mode="min",
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True,
     )

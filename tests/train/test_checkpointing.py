@@ -58,3 +58,18 @@ def test_restore_returns_what_was_saved(tmp_path):
     for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(_state(3))):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+def test_retention_survives_a_restart(tmp_path):
+    """A resumed run opens a new manager on the same directory: the WERs of the checkpoints
+    already there must come from disk, or the best ones are deleted at the next save."""
+    with checkpointing.make_manager(tmp_path, keep_best=2, async_save=False) as m:
+        for step, wer in {1: 40.0, 2: 20.0, 3: 30.0}.items():
+            checkpointing.save(m, step, _state(step), {}, {checkpointing.WER_KEY: wer})
+        m.wait_until_finished()
+    assert _kept(tmp_path) == [2, 3]
+    with checkpointing.make_manager(tmp_path, keep_best=2, async_save=False) as m:
+        assert m.metrics(2) == {checkpointing.WER_KEY: 20.0}
+        checkpointing.save(m, 4, _state(4), {}, {checkpointing.WER_KEY: 90.0})
+        m.wait_until_finished()
+    assert _kept(tmp_path) == [2, 3, 4]  # the best two from before the restart, and the latest
