@@ -8,7 +8,7 @@ import pytest
 
 from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.whisper import Whisper, init_params
+from jaxwhisper.models.whisper import Whisper, param_shapes
 
 CFG = WhisperConfig(
     n_vocab=120,
@@ -21,22 +21,39 @@ CFG = WhisperConfig(
     n_audio_ctx=8,
 )
 PREFIX = (100, 101)
-SUPPRESS = (3, 7)
-BEGIN = (102,)
+SUPPRESS = (13, 7)
+BEGIN = (89,)
 MAX_NEW = CFG.n_text_ctx - len(PREFIX)  # the default: fill the decoder's positions
+
+
+def _random_params() -> dict:
+    """Random weights drawn in numpy on the abstract shapes (a Flax init costs seconds on a busy
+    CPU): kernels ~ N(0, 1/fan_in), token embeddings ~ N(0, 0.02), decoder positions
+    ~ N(0, 0.6), so that the model emits varied tokens instead of one id over and over and a
+    wrong cache position would show."""
+    rng = np.random.default_rng(0)
+
+    def fill(path, leaf):
+        names = tuple(str(k.key) for k in path)
+        if names[-1] == "scale":
+            return np.ones(leaf.shape, np.float32)
+        if names[-1] == "bias":
+            return np.zeros(leaf.shape, np.float32)
+        std = {"kernel": 1 / np.sqrt(np.prod(leaf.shape[:-1])), "embedding": 0.02}.get(names[-1], 1.0)
+        if names == ("decoder", "embed_positions"):
+            std = 0.6
+        return (std * rng.normal(size=leaf.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(fill, param_shapes(CFG))
 
 
 @pytest.fixture(scope="module")
 def model():
-    params = init_params(CFG, jax.random.PRNGKey(0))
-    # Larger learned positions than the init's 0.02: a random model then emits varied tokens
-    # instead of one id over and over, so that a wrong cache position would show.
-    params["decoder"]["embed_positions"] = params["decoder"]["embed_positions"] * 30
     mel = 3 * np.random.default_rng(0).normal(size=(3, CFG.n_mels, CFG.n_frames)).astype(np.float32)
     # Full teacher-forced logits of a whole [batch, n_text_ctx] row; the decoder is causal,
     # so position t depends only on tokens 0..t and the padding after it does not matter.
     full = jax.jit(lambda p, m, t: Whisper(CFG).apply({"params": p}, m, t))
-    return params, mel, full
+    return _random_params(), mel, full
 
 
 def reference_greedy(model, eot: int, suppress=SUPPRESS, begin=BEGIN) -> np.ndarray:
