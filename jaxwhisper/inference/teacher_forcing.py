@@ -37,7 +37,12 @@ def forced_batches(
     tok = transcriber.tokenizer
     texts = transcriber.transcribe_arrays(clips)
     limit = model.config.n_text_ctx
-    rows = [(list(tok.prefix) + tok.encode(" " + t.strip()))[: limit - 1] + [tok.eot] for t in texts]
+    # An empty transcript is the prefix and end-of-text, what greedy decoding produced (the
+    # first step suppresses the blank, so " " is never decoded there).
+    rows = [
+        (list(tok.prefix) + (tok.encode(" " + t.strip()) if t.strip() else []))[: limit - 1] + [tok.eot]
+        for t in texts
+    ]
     length = max(len(r) for r in rows)
     n_ctx = model.config.n_audio_ctx
     out = []
