@@ -53,10 +53,31 @@ def _mha_reference(p, x, c: WhisperConfig, causal=False):
 
 
 def _init(c: WhisperConfig, n: int = 10, batch: int = 2, causal: bool = False, seed: int = 0):
+    """The module, params from its own initialisers, and an input [batch, n, d_model]."""
     x = np.random.default_rng(seed).normal(size=(batch, n, c.d_model)).astype(np.float32)
     mha = MultiHeadAttention(c, causal=causal)
     params = mha.init(jax.random.PRNGKey(seed), jnp.asarray(x))["params"]
     return mha, params, x
+
+
+def _random(c: WhisperConfig, n: int = 10, batch: int = 2, causal: bool = False, seed: int = 0):
+    """As `_init`, with params drawn in numpy on the abstract shapes (a Flax init is seconds of
+    eager work on a busy CPU, and these tests need any weights, not the initialisers'):
+    weights ~ N(0, 1/fan_in), biases ~ N(0, 0.1), the gate's ~ N(0, gate_init_std)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, n, c.d_model)).astype(np.float32)
+    mha = MultiHeadAttention(c, causal=causal)
+    shapes = jax.eval_shape(lambda: mha.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"])
+
+    def draw(path, leaf):
+        names = tuple(str(k.key) for k in path)
+        if any(n.startswith("gate") for n in names):
+            std = c.gate_init_std
+        else:
+            std = 1 / np.sqrt(leaf.shape[0]) if names[-1] == "kernel" else 0.1
+        return (std * rng.normal(size=leaf.shape)).astype(np.float32)
+
+    return mha, jax.tree_util.tree_map_with_path(draw, shapes), x
 
 
 def _shapes(c: WhisperConfig) -> dict:
@@ -94,7 +115,7 @@ def test_gate_values_and_output_match_the_formula(gate):
     """gate = sigmoid(G(x)) / pi_init, shape [b, q, 1] (shared) or [b, q, heads] (per head),
     multiplying each head's context before the output projection."""
     c = CFG.replace(gate=gate, gate_pi_init=0.8, gate_init_std=0.5)
-    mha, p, x = _init(c)
+    mha, p, x = _random(c)
     (out, _), state = mha.apply({"params": p}, x, mutable=["intermediates"])
     want, want_gate = _mha_reference(p, x, c)
     got_gate = np.asarray(state["intermediates"]["gate"][0])
@@ -127,7 +148,7 @@ def test_plain_softmax_when_clipping_is_off():
 @pytest.mark.parametrize("causal", [False, True])
 def test_dense_attention_matches_numpy(causal):
     c = CFG.replace(softmax_clip_gamma=-0.02, softmax_clip_zeta=1.01)
-    mha, p, x = _init(c, causal=causal)
+    mha, p, x = _random(c, causal=causal)
     out, cache = mha.apply({"params": p}, x)
     assert cache is None
     np.testing.assert_allclose(out, _mha_reference(p, x, c, causal=causal)[0], rtol=1e-4, atol=1e-5)
@@ -157,7 +178,7 @@ def test_long_self_attention_takes_the_blocked_path_and_matches_numpy():
     """512 queries, no mask, no cache, no intermediates: the module tiles the queries (a
     `lax.map` scan in its program); the result is still the dense formula."""
     c = CFG.replace(gate="shared", gate_init_std=0.3, softmax_clip_gamma=-0.03)
-    mha, p, x = _init(c, n=512, batch=1)
+    mha, p, x = _random(c, n=512, batch=1)
     assert "scan" in str(jax.make_jaxpr(lambda a: mha.apply({"params": p}, a))(x))
     out, _ = mha.apply({"params": p}, x)
     np.testing.assert_allclose(out, _mha_reference(p, x, c)[0], rtol=1e-4, atol=2e-5)
