@@ -1,4 +1,5 @@
-"""Quantization presets: the exact set of names, each preset's fields, its name, and the
+"""quant/config.py (named test_quant_config.py: test files need unique basenames, the test folders
+are not packages). Quantization presets: the exact set of names, each preset's fields, its name, and the
 defaults the paper fixes (8 bits, EMA momentum 0.9, 16 calibration batches)."""
 
 import dataclasses
