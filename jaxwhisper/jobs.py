@@ -23,6 +23,7 @@ from jaxwhisper.config import PipelineConfig
 from jaxwhisper.data.demo_corpus import build_demo_corpus
 from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.quant.experiment import run_quantization
+from jaxwhisper.train.encoder_cache import EncoderCache
 from jaxwhisper.train.loop import EXPORT, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,15 @@ def reproduce(cfg: PipelineConfig, workdir: Path) -> Path:
     teacher_dir = workdir / "teacher"
     _analyse(resolve_model(cfg.train.teacher), cfg, teacher_dir)
     runs = [teacher_dir]
+    # The students share the teacher and its data: a frozen encoder's outputs are computed once.
+    encoder_cache = EncoderCache(cfg.train.encoder_cache_mb) if cfg.train.encoder_cache_mb else None
     for gate in cfg.gates:
         train = cfg.student_train_config(gate)
         s = train.student
         run_dir = workdir / f"student_{s.encoder_layers}x{s.decoder_layers}_gate_{gate}"
         if not (run_dir / EXPORT).exists():
             t0 = _stage(f"{run_dir.name}: distillation from {train.teacher}, {train.total_steps} steps")
-            last = train_and_evaluate(train, run_dir)
+            last = train_and_evaluate(train, run_dir, shared_encoder_cache=encoder_cache)
             _done(t0, f"final loss {last.get('train/loss', float('nan')):.3f}")
         _analyse(resolve_model(str(run_dir / EXPORT)), cfg, run_dir)
         runs.append(run_dir)

@@ -106,11 +106,18 @@ def _host_params(params):
 EXPORT = "export"
 
 
-def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int] = None) -> dict:
+def train_and_evaluate(
+    cfg: TrainConfig,
+    workdir: Path,
+    stop_after: Optional[int] = None,
+    shared_encoder_cache: Optional[EncoderCache] = None,
+) -> dict:
     """Runs (or resumes) the distillation described by `cfg` in `workdir`.
 
     Args:
       stop_after: stop after this many steps of this call (tests: a run cut in two).
+      shared_encoder_cache: with `encoder_cache_mb`, a cache kept across runs of the same
+        teacher and data (the pipeline's students), instead of one for this run.
 
     Returns:
       The last metrics written. A run that reaches `total_steps` also writes the final
@@ -170,7 +177,9 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, stop_after: Optional[int
             )
         )
         host_teacher = jax.device_put(teacher.params, jax.local_devices()[0])
-        encoder_cache = EncoderCache(lambda audio, n: encode(host_teacher, audio, n), cfg.encoder_cache_mb)
+        encoder_cache = (shared_encoder_cache or EncoderCache(cfg.encoder_cache_mb)).bind(
+            lambda audio, n: encode(host_teacher, audio, n), f"{cfg.teacher}@{cfg.teacher_dtype}"
+        )
         batch_keys = ("encoder_out", "audio_len", "decoder_input_ids", "labels")
     elif cfg.encoder_cache_mb:
         log.info("encoder_cache_mb is ignored in a multi-process run: the encoder runs in every step")

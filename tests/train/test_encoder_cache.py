@@ -12,7 +12,7 @@ def test_each_window_is_encoded_once_and_reads_back_equal():
         calls.append(len(n))
         return audio[:, :6].reshape(len(n), 2, 3) * 2.0
 
-    cache = EncoderCache(encode, max_mb=1)
+    cache = EncoderCache(1, encode)
     rng = np.random.default_rng(0)
     audio = {k: rng.normal(size=6).astype(np.float32) for k in "abcd"}
 
@@ -29,7 +29,7 @@ def test_each_window_is_encoded_once_and_reads_back_equal():
 
 
 def test_a_full_cache_stops_growing_but_still_answers():
-    cache = EncoderCache(lambda a, n: np.ones((len(n), 256, 1024), np.float32), max_mb=1)  # 1 MiB a row
+    cache = EncoderCache(1, lambda a, n: np.ones((len(n), 256, 1024), np.float32))  # 1 MiB a row
     b = {"ids": ["x", "y"], "audio": np.zeros((2, 4)), "audio_len": np.ones(2)}
     assert cache(b).shape == (2, 256, 1024)
     assert len(cache.store) == 1 and cache.bytes <= 2**20
