@@ -141,7 +141,7 @@ def test_gate_learning_rate_multiplier_scales_the_gates_first_update():
     s_cfg, s_params = make_student(TEACHER, t_params, 2, 2, gate="shared", gate_init_std=0.01)
     moved = {}
     for mult in (1.0, 10.0):
-        opt = OptimizerConfig(learning_rate=1e-3, warmup_steps=1, gate_learning_rate_multiplier=mult)
+        opt = OptimizerConfig(learning_rate=1e-3, warmup_steps=0, gate_learning_rate_multiplier=mult)
         step, tx = make_train_step(s_cfg, TEACHER, opt, total_steps=50)
         state, _ = jax.jit(step)(init_state(s_params, tx), t_params, _batch())
         moved[mult] = {k: v - _flat(s_params)[k] for k, v in _flat(state.params).items()}
