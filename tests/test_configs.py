@@ -73,7 +73,9 @@ def test_pipeline_and_quantization_configs_validate():
 
     cfg = load(PipelineConfig, _raw("paper_cpu", "steps=7"))
     assert cfg.gates == ("none", "shared") and cfg.train.total_steps == cfg.train.optimizer_steps == 7
-    assert cfg.train.data.train == (f"{cfg.corpus}/train.jsonl",)
+    train = f"{cfg.corpus}/train.jsonl"
+    assert cfg.train.data.train == (train, f"{train}?pack=30")  # clips and packed windows
+    assert cfg.train.student.freeze_encoder and cfg.train.encoder_cache_mb > 0
     assert cfg.quant.calibration not in cfg.quant.test
     assert cfg.quant.quantizations == ("w8a8",) and cfg.outliers.data == cfg.quant.test[0]
     assert "w8a8-smoothquant" in load(QuantRunConfig, _raw("quant_int8")).quantizations
