@@ -80,7 +80,7 @@ def make_loss_fn(
             t_logits = jax.lax.stop_gradient(decode(t_model, teacher_params, enc, tokens))
             s_logits = decode(s_model, params, enc.astype(student.dtype), tokens)
         else:
-            mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=student.n_mels, padding=padding)
+            mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
             t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
             s_logits = s_model.apply({"params": params}, mel, tokens)
         return distillation_loss(s_logits, t_logits, labels, loss.temperature, loss.ce_weight, loss.kl_weight)
