@@ -1,13 +1,24 @@
 """Test setup: CPU only, 8 fake devices (set before JAX is imported anywhere)."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
     os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
 
-from pathlib import Path  # noqa: E402
+# Many tests build the same jitted function afresh (a Transcriber per CLI call, a decoder per
+# quantization preset, the same step in a subprocess): JAX's persistent compilation cache turns
+# each repeat of an identical program into a file read instead of a 10-40 s XLA compile. Set
+# through the environment so that subprocesses (entry points, multi-host workers) share it.
+# The cache is keyed by the program, the compile options and the backend, so a hit is the
+# program that would have been compiled; JAX_COMPILATION_CACHE_DIR= (empty) turns it off.
+_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "jax-tests"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 import pytest  # noqa: E402
 

@@ -6,7 +6,8 @@
   - `attention`: probabilities, values and their product for one head and utterance, labelled
     with tokens (paper Fig. 1);
   - `kurtosis`: kurtosis per attention output, one line per model;
-  - `gates`: histograms of the gate values of gated models.
+  - `gates`: histograms of the gate values of gated models;
+  - `validation_curves`: validation WER by training step, one line per run.
 """
 
 from __future__ import annotations
@@ -133,3 +134,24 @@ def gates(gate_hists: Mapping[str, Mapping[str, Mapping]], path: Path) -> Path:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("share of gate values")
     return _save(fig, path, data)
+
+
+def validation_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path:
+    """curves: {run label: [(step, validation WER %), ...]} (runs without points are skipped).
+
+    The WER axis is logarithmic: a looping student sits in the hundreds, a working one near
+    the teacher, and both must stay readable in one panel.
+    """
+    plt = _plt()
+    models = {k: list(v) for k, v in curves.items() if v}
+    if not models:
+        raise ValueError("no run has validation points: nothing to plot")
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    for label, points in models.items():
+        steps, wers = zip(*points)
+        ax.plot(steps, wers, marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation WER (%)")
+    ax.legend(fontsize=8)
+    return _save(fig, path, {k: [list(p) for p in v] for k, v in models.items()})

@@ -8,8 +8,15 @@ A run directory holds any of (each part is optional; a missing part is a dash, n
 The report (Markdown) has: the runs (teacher, student shape, gate, steps, final losses and
 validation WER), Table 1 (average kurtosis and maximum infinity norm of the attention
 outputs, per run), Table 2 (WER per test set, float and each quantization, per run), the
-outlier-share figure of every run side by side (paper Fig. 2), kurtosis per layer, the gate
-histograms and each run's attention figure (paper Fig. 1).
+errors behind each WER (substitutions, deletions, insertions, and how many transcripts equal
+the reference model's, so that a looping or silent model shows as such), the mean gate per
+layer of gated runs, the validation curves, the outlier-share figure of every run side by
+side (paper Fig. 2), kurtosis per layer, the gate histograms and each run's attention figure
+(paper Fig. 1).
+
+The reference model for "= reference" is the first run that was not trained here (the
+teacher, in `reproduce.py`'s layout): a student's transcript counts when its normalized text
+equals the reference model's float transcript of the same utterance.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from jaxwhisper.analysis import plots
+from jaxwhisper.evaluation.wer import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,7 @@ def load_run(run: Path) -> dict:
             "curve": [(r["step"], r["eval/wer"]) for r in evals],
         }
     quant = _read_json(run / "quant" / "results.json")
+    hypotheses = _read_hypotheses(run / "quant", quant) if quant else {}
     outliers = _read_json(run / "outliers" / "outliers.json")
     if train is None and quant is None and outliers is None:
         raise ReportError(f"{run}: holds no training, quantization or outlier results")
@@ -78,7 +87,43 @@ def load_run(run: Path) -> dict:
         label = outliers["model"]
     else:
         label = run.name
-    return {"dir": run, "label": label, "train": train, "quant": quant, "outliers": outliers}
+    return {
+        "dir": run,
+        "label": label,
+        "train": train,
+        "quant": quant,
+        "hypotheses": hypotheses,
+        "outliers": outliers,
+    }
+
+
+def _read_hypotheses(quant_dir: Path, quant: dict) -> dict:
+    """{precision: {set: {id: hypothesis}}} from `quant/PRECISION/results.hypotheses/SET*.jsonl`
+    (one file per process in a multi-host run); sets without files are left out."""
+    out: dict = {}
+    for precision, res in quant.items():
+        for name in res.get("datasets", {}):
+            rows = {}
+            folder = quant_dir / precision / "results.hypotheses"
+            for path in sorted(folder.glob(f"{name}*.jsonl")):
+                if path.stem != name and not path.stem.startswith(f"{name}-"):
+                    continue  # another set whose name starts with this one
+                for i, line in enumerate(path.read_text().splitlines()):
+                    try:
+                        row = json.loads(line)
+                        rows[row["id"]] = row["hypothesis"]
+                    except (ValueError, KeyError, TypeError):
+                        raise ReportError(f"{path}:{i + 1}: not a hypothesis row") from None
+            if rows:
+                out.setdefault(precision, {})[name] = rows
+    return out
+
+
+def same_as_reference(hyps: dict, reference: dict) -> tuple[int, int]:
+    """(utterances whose normalized hypothesis equals the reference's, utterances in both)."""
+    common = [k for k in hyps if k in reference]
+    same = sum(normalize_text(hyps[k] or "") == normalize_text(reference[k] or "") for k in common)
+    return same, len(common)
 
 
 def _f(x, fmt="{:.2f}") -> str:
@@ -159,7 +204,15 @@ def build_report(runs: list[Path], output: Path) -> str:
     else:
         lines.append("No run has quantization results.")
 
+    if with_quant:
+        lines += _error_table(loaded, with_quant)
+    lines += _gate_table(loaded)
+
     lines += ["", "## Figures", ""]
+    curves = {r["label"]: r["train"]["curve"] for r in loaded if r["train"] and r["train"]["curve"]}
+    if curves:
+        fig = plots.validation_curves(curves, fig_dir / "validation.png")
+        lines += ["Validation WER during training:", "", f"![validation]({rel(fig)})", ""]
     if with_outliers:
         # The last decoder layer's self-attention output projection of each run (paper Fig. 2).
         per_dim = {}
@@ -209,3 +262,71 @@ def build_report(runs: list[Path], output: Path) -> str:
     text = "\n".join(lines) + "\n"
     output.write_text(text)
     return text
+
+
+def _error_table(loaded: list[dict], with_quant: list[dict]) -> list[str]:
+    reference = next((r for r in loaded if r["train"] is None and r["hypotheses"].get("float")), None)
+    ref_hyps = reference["hypotheses"]["float"] if reference else {}
+    ref_name = reference["label"] if reference else None
+    lines = [
+        "",
+        "### Errors behind Table 2",
+        "",
+        "S / D / I: substituted, deleted and inserted words (a looping model inserts, a silent one "
+        "deletes). "
+        + (
+            f"= reference: transcripts equal to {ref_name}'s float transcript after normalization."
+            if reference
+            else "No run without training holds float hypotheses, so no reference column."
+        ),
+        "",
+        "| run | precision | set | WER % | S | D | I | words | utterances | = reference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in with_quant:
+        for precision, res in r["quant"].items():
+            for name, d in res["datasets"].items():
+                hyps = r["hypotheses"].get(precision, {}).get(name)
+                if r is reference and precision == "float":
+                    same = "(reference)"
+                elif hyps is not None and name in ref_hyps:
+                    k, n = same_as_reference(hyps, ref_hyps[name])
+                    same = f"{k} / {n}"
+                else:
+                    same = "—"
+                cells = [_f(d.get("wer"))] + [_f(d.get(k), "{}") for k in
+                         ("substitutions", "deletions", "insertions", "words", "utterances")]  # fmt: skip
+                lines.append(f"| {r['label']} | {precision} | {name} | " + " | ".join(cells) + f" | {same} |")
+    return lines
+
+
+def _gate_table(loaded: list[dict]) -> list[str]:
+    gated = [r for r in loaded if r["outliers"] and r["outliers"].get("gates")]
+    if not gated:
+        return []
+    points: list[str] = []
+    for r in gated:
+        points += [p for p in r["outliers"]["gates"] if p not in points]
+    lines = [
+        "",
+        "## Gates per layer",
+        "",
+        "Mean gate value (sigmoid times its 1/pi_init output scale, so 1 is a neutral gate) and "
+        "the share of values in histogram bins that lie below 0.5, over the outlier analysis's "
+        "tokens: a gate that never moved from its initialisation reads about 1 in every layer.",
+        "",
+        "| gate | " + " | ".join(r["label"] for r in gated) + " |",
+        "|---|" + "---|" * len(gated),
+    ]
+    for p in points:
+        cells = []
+        for r in gated:
+            h = r["outliers"]["gates"].get(p)
+            if h is None:
+                cells.append("—")
+                continue
+            edges, counts = h["edges"], h["counts"]
+            below = sum(c for c, hi in zip(counts, edges[1:]) if hi <= 0.5)
+            cells.append(f"{h['mean']:.3f} ({100 * below / max(sum(counts), 1):.0f}% < 0.5)")
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    return lines

@@ -39,6 +39,7 @@ def _run(d, gate, kurt, wer):
     )  # fmt: skip
     res = lambda w: {"datasets": {"manifest": {"wer": w}}}  # noqa: E731
     (d / "quant" / "results.json").write_text(json.dumps({"float": res(wer), "w8a8": res(wer + 7.25)}))
+    (d / "metrics.jsonl").open("a").write(json.dumps({"step": 10, "eval/wer": 40.0}) + "\n")
     (d / "outliers" / "outliers.json").write_text(json.dumps(_outliers(kurt, gate != "none")))
     return d
 
@@ -75,3 +76,35 @@ def test_partial_and_bad_runs(tmp_path):
     with pytest.raises(ReportError, match="outliers.json: not valid JSON"):
         load_run(only_outliers)
     assert main(["report", "--runs", str(tmp_path / "missing"), "--output", str(tmp_path / "x.md")]) == 2
+
+
+def _hypotheses(run, precision, hyps):
+    folder = run / "quant" / precision / "results.hypotheses"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"u{i}", "reference": "x", "hypothesis": h} for i, h in enumerate(hyps)]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_errors_behind_each_wer_and_gates_per_layer(tmp_path):
+    teacher = tmp_path / "teacher"
+    (teacher / "quant").mkdir(parents=True)
+    counts = {"substitutions": 1, "deletions": 0, "insertions": 0, "words": 10, "utterances": 3}
+    (teacher / "quant" / "results.json").write_text(
+        json.dumps({"float": {"datasets": {"manifest": {"wer": 10.0, **counts}}}})
+    )
+    _hypotheses(teacher, "float", ["Hello world.", "two", "three"])
+    student = _run(tmp_path / "s", "shared", 42.8, 11.0)
+    looping = {"substitutions": 2, "deletions": 1, "insertions": 30, "words": 10, "utterances": 3}
+    (student / "quant" / "results.json").write_text(
+        json.dumps({"float": {"datasets": {"manifest": {"wer": 330.0, **looping}}}})
+    )
+    # Equal after normalization (case, punctuation), different, equal.
+    _hypotheses(student, "float", ["hello world", "too too too", "three"])
+    text = build_report([teacher, student], tmp_path / "out" / "report.md")
+    assert "| teacher | float | manifest | 10.00 | 1 | 0 | 0 | 10 | 3 | (reference) |" in text
+    assert "| 2+2 gate=shared | float | manifest | 330.00 | 2 | 1 | 30 | 10 | 3 | 2 / 3 |" in text
+    # The fake histogram has edges [0, 1, 2] and counts [3, 4]: no bin lies below 0.5.
+    assert "| encoder/layers_0/self_attn/gate | 0.900 (0% < 0.5) |" in text
+    figs = tmp_path / "out" / "report_figures"
+    assert json.loads((figs / "validation.json").read_text()) == {"2+2 gate=shared": [[5, 80.0], [10, 40.0]]}
+    assert (figs / "validation.png").stat().st_size > 1000
