@@ -7,21 +7,55 @@ losses.distillation_loss.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
+import flax.linen as nn
 import flax.struct
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxwhisper.config import LossConfig, OptimizerConfig
 from jaxwhisper.data.features import log_mel_batch
+from jaxwhisper.models.attention import Tapped
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper
 from jaxwhisper.train.losses import distillation_loss
 from jaxwhisper.train.optim import learning_rate_schedule, make_optimizer
 
 DEFAULT_LOSS = LossConfig()
+GATE_STATS = "gate_stats"
+
+
+def _gate_recorder(decoder_mask: jax.Array):
+    """An interceptor that sows, for every attention gate the student evaluates, the sum of its
+    values and their count: over the label positions (`decoder_mask` [b, len]) in the decoder,
+    over all frames in the encoder. Gate values include the 1/pi_init scale (1 = neutral)."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, Tapped) and context.method_name == "tap" and args[0] == "gate":
+            x = args[1].astype(jnp.float32)  # [b, q, 1 or heads]
+            if module.path and module.path[0] == "decoder":
+                w = jnp.broadcast_to(decoder_mask[..., None], x.shape).astype(jnp.float32)
+            else:
+                w = jnp.ones_like(x)
+            module.sow(GATE_STATS, "sum_count", (jnp.sum(x * w), jnp.sum(w)))
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(interceptor)
+
+
+def _gate_means(collection) -> dict[str, jax.Array]:
+    """{"gate/<attention path>": mean gate value} from the sown (sum, count) pairs."""
+    out = {}
+    for key, values in flax.traverse_util.flatten_dict(collection).items():
+        total = sum(v[0] for v in values)
+        count = sum(v[1] for v in values)
+        out["gate/" + "/".join(key[:-1])] = total / jnp.maximum(count, 1.0)
+    return out
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -61,29 +95,39 @@ def make_loss_fn(
       that output precomputed as `encoder_out` [b, frames, embed] instead of its audio.
     """
     s_model, t_model = Whisper(student), Whisper(teacher)
+    gated = student.gate != "none"
 
-    def decode(model, params, enc, tokens):
+    def decode(model, params, enc, tokens, mutable=()):
         variables = {"params": params}
         cross = model.apply(variables, enc, method=Whisper.cross_kv)
-        return model.apply(variables, tokens, cross, method=Whisper.decode)[0]
+        out, cols = model.apply(variables, tokens, cross, method=Whisper.decode, mutable=list(mutable))
+        return out[0], cols
 
     def loss_fn(params, teacher_params, batch):
         tokens, labels = batch["decoder_input_ids"], batch["labels"]
         n_mels = student.n_mels
-        if share_encoder:
-            if "encoder_out" in batch:
-                enc = batch["encoder_out"]
+        # A gated student also reports its mean gate per attention layer (free: the gates are
+        # computed anyway), so that a run shows whether and where its gates moved.
+        mutable = [GATE_STATS] if gated else []
+        with _gate_recorder(labels != -100) if gated else contextlib.nullcontext():
+            if share_encoder:
+                if "encoder_out" in batch:
+                    enc = batch["encoder_out"]
+                else:
+                    mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
+                    enc = t_model.apply({"params": teacher_params}, mel, method=Whisper.encode)
+                enc = jax.lax.stop_gradient(enc)
+                t_logits = jax.lax.stop_gradient(decode(t_model, teacher_params, enc, tokens)[0])
+                s_logits, cols = decode(s_model, params, enc.astype(student.dtype), tokens, mutable)
             else:
                 mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
-                enc = t_model.apply({"params": teacher_params}, mel, method=Whisper.encode)
-            enc = jax.lax.stop_gradient(enc)
-            t_logits = jax.lax.stop_gradient(decode(t_model, teacher_params, enc, tokens))
-            s_logits = decode(s_model, params, enc.astype(student.dtype), tokens)
-        else:
-            mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
-            t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
-            s_logits = s_model.apply({"params": params}, mel, tokens)
-        return distillation_loss(s_logits, t_logits, labels, loss.temperature, loss.ce_weight, loss.kl_weight)
+                t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
+                s_logits, cols = s_model.apply({"params": params}, mel, tokens, mutable=mutable)
+        value, parts = distillation_loss(
+            s_logits, t_logits, labels, loss.temperature, loss.ce_weight, loss.kl_weight
+        )
+        parts = {**parts, "gates": _gate_means(cols.get(GATE_STATS, {})) if gated else {}}
+        return value, parts
 
     return loss_fn
 
@@ -148,6 +192,7 @@ def make_train_step(
             "train/param_norm": optax.tree.norm(params),
             "train/learning_rate": schedule(opt_step),
         }
+        metrics.update(parts["gates"])
         if max_nan_skips > 0:
             metrics["train/skipped_steps"] = opt_state.total_notfinite
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -49,6 +49,8 @@ def test_step_learns_and_reports_metrics():
     assert metrics[0]["train/learning_rate"] == 0.0 and metrics[2]["train/learning_rate"] > 0
     assert all(np.isfinite(list(m.values())).all() for m in metrics)
     assert int(state.step) == 12
+    # The student is gated: its mean gate per attention layer is a metric of every step.
+    assert sum(k.startswith("gate/decoder/") for k in metrics[0]) == 4
 
 
 def test_step_is_deterministic():
@@ -152,3 +154,31 @@ def test_gate_learning_rate_multiplier_scales_the_gates_first_update():
             assert np.abs(d1).max() > 0
         else:
             np.testing.assert_allclose(d10, d1, rtol=1e-5, atol=1e-9)
+
+
+def test_gated_student_reports_its_mean_gate_per_attention_layer():
+    """`gate/<path>` metrics equal the mean of the gate values the model itself sows into
+    `intermediates`, over label positions in the decoder and all frames in the encoder."""
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(
+        TEACHER, t_params, 2, 2, gate="shared", gate_pi_init=0.5, gate_init_std=0.5
+    )
+    batch = _batch()
+    _, parts = jax.jit(make_loss_fn(s_cfg, TEACHER))(s_params, t_params, batch)
+    gates = {k: float(v) for k, v in parts["gates"].items()}
+    expected_paths = {f"gate/encoder/layers_{i}/self_attn" for i in (0, 1)} | {
+        f"gate/decoder/layers_{i}/{a}" for i in (0, 1) for a in ("self_attn", "encoder_attn")
+    }
+    assert set(gates) == expected_paths
+
+    mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=s_cfg.n_mels)
+    forward = jax.jit(lambda p, m, t: Whisper(s_cfg).apply({"params": p}, m, t, mutable=["intermediates"]))
+    _, cols = forward(s_params, mel, batch["decoder_input_ids"])
+    mask = np.asarray(batch["labels"]) != -100
+    for key, (value,) in flax.traverse_util.flatten_dict(cols["intermediates"]).items():
+        if key[-1] != "gate":
+            continue
+        g = np.asarray(value)[..., 0]  # [b, q]
+        want = g[mask].mean() if key[0] == "decoder" else g.mean()
+        np.testing.assert_allclose(gates["gate/" + "/".join(key[:-1])], want, rtol=1e-5)
+    assert len({round(v, 4) for v in gates.values()}) > 1  # std 0.5: the layers differ
