@@ -7,7 +7,8 @@
     with tokens (paper Fig. 1);
   - `kurtosis`: kurtosis per attention output, one line per model;
   - `gates`: histograms of the gate values of gated models;
-  - `validation_curves`: validation WER by training step, one line per run.
+  - `validation_curves`: validation WER by training step, one line per run;
+  - `gate_curves`: mean gate per attention layer by training step, one panel per gated run.
 """
 
 from __future__ import annotations
@@ -155,3 +156,24 @@ def validation_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: P
     ax.set_ylabel("validation WER (%)")
     ax.legend(fontsize=8)
     return _save(fig, path, {k: [list(p) for p in v] for k, v in models.items()})
+
+
+def gate_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path) -> Path:
+    """runs: {run label: {attention path: [(step, mean gate), ...]}} (`gate/*` metrics)."""
+    plt = _plt()
+    models = {k: v for k, v in runs.items() if v}
+    if not models:
+        raise ValueError("no gated run has gate metrics: nothing to plot")
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(5.5 * len(models), 3.5), squeeze=False, layout="constrained"
+    )
+    for ax, (label, by_path) in zip(axes[0], models.items()):
+        for name, points in sorted(by_path.items()):
+            steps, means = zip(*points)
+            ax.plot(steps, means, label=name.replace("/layers_", "/"))
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=6, ncol=2)
+    axes[0][0].set_ylabel("mean gate (1 = neutral)")
+    data = {k: {n: [list(p) for p in v] for n, v in by_path.items()} for k, by_path in models.items()}
+    return _save(fig, path, data)

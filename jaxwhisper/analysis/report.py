@@ -75,6 +75,7 @@ def load_run(run: Path) -> dict:
             "ce": last_train.get("train/ce"),
             "kl": last_train.get("train/kl"),
             "curve": [(r["step"], r["eval/wer"]) for r in evals],
+            "gates": _gate_metrics(rows),
         }
     quant = _read_json(run / "quant" / "results.json")
     hypotheses = _read_hypotheses(run / "quant", quant) if quant else {}
@@ -95,6 +96,16 @@ def load_run(run: Path) -> dict:
         "hypotheses": hypotheses,
         "outliers": outliers,
     }
+
+
+def _gate_metrics(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """{attention path: [(step, mean gate)]} from the `gate/PATH` metrics of a gated run."""
+    out: dict[str, list] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("gate/"):
+                out.setdefault(k[len("gate/") :], []).append((r["step"], v))
+    return out
 
 
 def _read_hypotheses(quant_dir: Path, quant: dict) -> dict:
@@ -213,6 +224,10 @@ def build_report(runs: list[Path], output: Path) -> str:
     if curves:
         fig = plots.validation_curves(curves, fig_dir / "validation.png")
         lines += ["Validation WER during training:", "", f"![validation]({rel(fig)})", ""]
+    gate_runs = {r["label"]: r["train"]["gates"] for r in loaded if r["train"] and r["train"]["gates"]}
+    if gate_runs:
+        fig = plots.gate_curves(gate_runs, fig_dir / "gate_curves.png")
+        lines += ["Mean gate per attention layer during training:", "", f"![gate curves]({rel(fig)})", ""]
     if with_outliers:
         # The last decoder layer's self-attention output projection of each run (paper Fig. 2).
         per_dim = {}

@@ -39,7 +39,10 @@ def _run(d, gate, kurt, wer):
     )  # fmt: skip
     res = lambda w: {"datasets": {"manifest": {"wer": w}}}  # noqa: E731
     (d / "quant" / "results.json").write_text(json.dumps({"float": res(wer), "w8a8": res(wer + 7.25)}))
-    (d / "metrics.jsonl").open("a").write(json.dumps({"step": 10, "eval/wer": 40.0}) + "\n")
+    gate = {"gate/decoder/layers_0/self_attn": 0.97} if gate != "none" else {}
+    with (d / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 10, "eval/wer": 40.0}) + "\n")
+        f.write(json.dumps({"step": 10, **gate}) + "\n")
     (d / "outliers" / "outliers.json").write_text(json.dumps(_outliers(kurt, gate != "none")))
     return d
 
@@ -108,3 +111,5 @@ def test_errors_behind_each_wer_and_gates_per_layer(tmp_path):
     figs = tmp_path / "out" / "report_figures"
     assert json.loads((figs / "validation.json").read_text()) == {"2+2 gate=shared": [[5, 80.0], [10, 40.0]]}
     assert (figs / "validation.png").stat().st_size > 1000
+    gates = json.loads((figs / "gate_curves.json").read_text())
+    assert gates == {"2+2 gate=shared": {"decoder/layers_0/self_attn": [[10, 0.97]]}}
