@@ -6,13 +6,14 @@ joining a multi-host cluster, and validating the config into the schema of `jaxw
     if __name__ == "__main__":
         entry.main(TrainConfig, run, log_level=logging.INFO)
 
-A config that does not validate ends the script with one line naming the key, exit status 2.
+A config that does not validate ends the script with one line naming the key, exit status 2;
+a ValueError or OSError of the run (bad input: a data spec, a file, an unwritable --workdir)
+one line naming the input and the cause, exit status 1 (`JAXWHISPER_TRACEBACK=1`: traceback).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,8 @@ from ml_collections import config_flags
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, load
 from jaxwhisper.data.pipeline import DataError
+from jaxwhisper.data.preflight import check_output_dir
+from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
 
 DISTRIBUTED_HELP = (
     "join a multi-host cluster first (jaxwhisper/distributed.py: TPU pods, SLURM and Open MPI "
@@ -57,14 +60,14 @@ def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
         if flags.FLAGS.distributed:
             distributed.initialize()
         try:
-            run(cfg, Path(flags.FLAGS.workdir))
-        except (ValueError, OSError, DataError) as e:
+            workdir = check_output_dir(flags.FLAGS.workdir, (), "--workdir")  # before any model loads
+            run(cfg, workdir)
+        except (*USER_ERRORS, DataError) as e:
             # Bad input (a data spec, a file, too much unusable data) is one line; the
             # traceback is for JAXWHISPER_TRACEBACK=1.
-            if os.environ.get("JAXWHISPER_TRACEBACK"):
+            if show_traceback():
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"{Path(sys.argv[0]).name}: error: {first}", file=sys.stderr)
+            print(f"{Path(sys.argv[0]).name}: error: {one_line(e)}", file=sys.stderr)
             sys.exit(1)
 
     app.run(_main, flags_parser=_parse_flags)

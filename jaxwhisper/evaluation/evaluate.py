@@ -18,6 +18,8 @@ import jax
 import numpy as np
 
 from jaxwhisper.data.eval_sets import SKIP_REASONS, EvalSet
+from jaxwhisper.data.preflight import PreflightError, check_output_file, check_unique_ids, spec_files
+from jaxwhisper.data.sources import Source, parse_spec
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.base import LoadedModel
@@ -50,7 +52,9 @@ def evaluate_set(transcriber, data: EvalSet, hypotheses_path: Optional[Path] = N
     counts = dict(zip(COUNT_KEYS, (int(x) for x in totals[: len(COUNT_KEYS)])))
     errors = counts["substitutions"] + counts["deletions"] + counts["insertions"]
     result = {
-        "wer": 100.0 * errors / max(counts["words"], 1),
+        # No scored word: the WER is undefined, not 0 (a set whose every row was skipped
+        # would otherwise look perfect).
+        "wer": 100.0 * errors / counts["words"] if counts["words"] else None,
         **counts,
         # ms: the cross-process sum travels as float32 (JAX runs without x64), so more
         # digits would differ between 1 and N processes.
@@ -64,6 +68,54 @@ def evaluate_set(transcriber, data: EvalSet, hypotheses_path: Optional[Path] = N
             for i, ref, hyp in zip(data.ids, data.references, hyps):
                 f.write(json.dumps({"id": i, "reference": ref, "hypothesis": hyp}) + "\n")
     return result
+
+
+def unscored_sets(results: dict) -> list[str]:
+    """Names of the sets of `results` without a single scored word (their `wer` is None)."""
+    return [name for name, r in results["datasets"].items() if r["wer"] is None]
+
+
+def check_evaluation(
+    data: list[str],
+    output: Path,
+    calibration: Optional[str] = None,
+    ranges: Optional[Path] = None,
+    ranges_output: Optional[Path] = None,
+) -> list[Source]:
+    """What `evaluate_model` and a calibration will read and write, checked before any
+    model is loaded or audio decoded.
+
+    Args:
+      data: the evaluation sets' specs.
+      output: the results file; its hypotheses go beside it.
+      calibration: the calibration set's spec, when one will be read.
+      ranges: a ranges file to reuse (must exist), when given.
+      ranges_output: where new ranges will be written, when they will be.
+
+    Returns:
+      The parsed sources of `data`, in order (for `load_eval_set(..., source=)`).
+
+    Raises:
+      ValueError: a data spec that names nothing readable, duplicate ids in a set, a
+        missing `ranges` file, or an output that is an input or cannot be written.
+    """
+    sources = [parse_spec(spec) for spec in data]
+    for src in sources:
+        check_unique_ids(src)
+    inputs = [f for spec in data for f in spec_files(spec)]
+    if calibration is not None:
+        parse_spec(calibration)
+        inputs += spec_files(calibration)
+    if ranges is not None:
+        if not Path(ranges).is_file():
+            raise PreflightError(f"--ranges {ranges}: no such file")
+        inputs.append(Path(ranges))
+    check_output_file(output, inputs, "--output")
+    for src in sources:
+        check_output_file(hypotheses_file(output, src.name), inputs, "hypotheses file")
+    if ranges_output is not None:
+        check_output_file(ranges_output, inputs, "ranges file")
+    return sources
 
 
 def hypotheses_file(output: Path, name: str) -> Path:
