@@ -50,9 +50,13 @@ def _open_output(path: str):
 
 
 def cmd_transcribe(args) -> int:
+    from jaxwhisper.data.preflight import check_output_file
+
+    if args.output:  # before JAX is imported: a refused output costs a fraction of a second
+        _checked(check_output_file, args.output, args.inputs, "--output")
+
     from tqdm import tqdm
 
-    from jaxwhisper.data.preflight import check_output_file
     from jaxwhisper.evaluation.wer import word_error_rate
     from jaxwhisper.inference.transcribe import InputError, Transcriber, read_inputs
 
@@ -63,7 +67,7 @@ def cmd_transcribe(args) -> int:
     if not utterances:
         raise CliError("no inputs: give audio files or .jsonl manifests")
     if args.output:
-        _checked(check_output_file, args.output, [*args.inputs, *(u.audio for u in utterances)], "--output")
+        _checked(check_output_file, args.output, [u.audio for u in utterances], "--output")
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(model, batch_size=args.batch_size, padding=args.padding, language=args.language)
     out = _open_output(args.output) if args.output else sys.stdout
@@ -115,16 +119,19 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_pseudo_label(args) -> int:
+    from jaxwhisper.data.preflight import check_labelling
+
+    source = _checked(check_labelling, args.data, Path(args.output))
+
     import jax
     from tqdm import tqdm
 
     from jaxwhisper.data.labels import labels_path
     from jaxwhisper.data.sources import process_share
-    from jaxwhisper.inference.pseudo_label import check_pseudo_label, pseudo_label
+    from jaxwhisper.inference.pseudo_label import pseudo_label
     from jaxwhisper.inference.transcribe import Transcriber
 
     p, n = jax.process_index(), jax.process_count()
-    source = _checked(check_pseudo_label, args.data, Path(args.output), p, n)
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(model, batch_size=args.batch_size)
     total = None if source.streaming else process_share(len(source), p, n)
@@ -161,9 +168,10 @@ def cmd_demo_corpus(args) -> int:
 
 def cmd_convert(args) -> int:
     from jaxwhisper.data.preflight import check_output_dir
-    from jaxwhisper.models.weights.native import save_checkpoint
 
     _checked(check_output_dir, args.dst, [args.src] if Path(args.src).exists() else [], "destination")
+    from jaxwhisper.models.weights.native import save_checkpoint
+
     model = _load_model(args.src)
     save_checkpoint(model, Path(args.dst))
     n = sum(int(v.size) for v in __import__("jax").tree.leaves(model.params))
@@ -174,13 +182,8 @@ def cmd_convert(args) -> int:
 def cmd_evaluate(args) -> int:
     import dataclasses
 
-    import jax
-
-    from jaxwhisper.data.eval_sets import load_eval_set
-    from jaxwhisper.evaluation.evaluate import check_evaluation, evaluate_model, unscored_sets
-    from jaxwhisper.evaluation.tables import markdown_table
+    from jaxwhisper.evaluation.checks import check_evaluation
     from jaxwhisper.quant.config import preset
-    from jaxwhisper.quant.ptq import prepare_calibration, quantize_model
 
     output = Path(args.output)
     qcfg = None
@@ -203,6 +206,14 @@ def cmd_evaluate(args) -> int:
         Path(args.ranges) if qcfg is not None and args.ranges else None,
         output.with_suffix(".ranges.json") if calibrates else None,
     )  # fmt: skip
+
+    import jax
+
+    from jaxwhisper.data.eval_sets import load_eval_set
+    from jaxwhisper.evaluation.evaluate import evaluate_model, unscored_sets
+    from jaxwhisper.evaluation.tables import markdown_table
+    from jaxwhisper.quant.ptq import prepare_calibration, quantize_model
+
     model = _load_model(args.model)
 
     def calibration_clips() -> list:
@@ -240,12 +251,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_outliers(args) -> int:
-    from jaxwhisper.analysis import outliers
     from jaxwhisper.data.preflight import check_output_dir, spec_files
     from jaxwhisper.data.sources import DataSpecError, parse_spec
 
     _checked(parse_spec, args.data)
     _checked(check_output_dir, args.output, spec_files(args.data), "--output")
+    from jaxwhisper.analysis import outliers
+
     model = _load_model(args.model)
     try:
         result = outliers.run(
@@ -260,10 +272,11 @@ def cmd_outliers(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from jaxwhisper.analysis.report import ReportError, build_report
     from jaxwhisper.data.preflight import check_output_file
 
     _checked(check_output_file, args.output, (), "--output")
+    from jaxwhisper.analysis.report import ReportError, build_report
+
     try:
         build_report([Path(r) for r in args.runs], Path(args.output))
     except ReportError as e:

@@ -19,7 +19,14 @@ import urllib.parse
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from jaxwhisper.data.sources import DataSpecError, HFSource, PackedSource, PseudoLabeledSource, Source
+from jaxwhisper.data.sources import (
+    DataSpecError,
+    HFSource,
+    PackedSource,
+    PseudoLabeledSource,
+    Source,
+    parse_spec,
+)
 
 PathLike = Union[str, Path]
 
@@ -156,3 +163,16 @@ def check_unique_ids(source: Source) -> None:
         raise DataSpecError(
             f"{source.name}: duplicate id {rid!r} in rows {', '.join(rows)}{more}; ids must be unique"
         )
+
+
+def check_labelling(spec: str, out_dir: PathLike) -> Source:
+    """Parses a pseudo-labelling run's `spec` and checks its ids are unique and `out_dir`
+    can be written and is none of the spec's files (`jaxwhisper pseudo-label`).
+
+    Raises:
+      ValueError: naming the spec, the rows or the path, and the problem.
+    """
+    source = parse_spec(spec)
+    check_unique_ids(source)
+    check_output_dir(out_dir, spec_files(spec), "--output")
+    return source

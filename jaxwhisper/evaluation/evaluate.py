@@ -18,8 +18,7 @@ import jax
 import numpy as np
 
 from jaxwhisper.data.eval_sets import SKIP_REASONS, EvalSet
-from jaxwhisper.data.preflight import PreflightError, check_output_file, check_unique_ids, spec_files
-from jaxwhisper.data.sources import Source, parse_spec
+from jaxwhisper.evaluation.checks import hypotheses_dir
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.base import LoadedModel
@@ -75,52 +74,9 @@ def unscored_sets(results: dict) -> list[str]:
     return [name for name, r in results["datasets"].items() if r["wer"] is None]
 
 
-def check_evaluation(
-    data: list[str],
-    output: Path,
-    calibration: Optional[str] = None,
-    ranges: Optional[Path] = None,
-    ranges_output: Optional[Path] = None,
-) -> list[Source]:
-    """What `evaluate_model` and a calibration will read and write, checked before any
-    model is loaded or audio decoded.
-
-    Args:
-      data: the evaluation sets' specs.
-      output: the results file; its hypotheses go beside it.
-      calibration: the calibration set's spec, when one will be read.
-      ranges: a ranges file to reuse (must exist), when given.
-      ranges_output: where new ranges will be written, when they will be.
-
-    Returns:
-      The parsed sources of `data`, in order (for `load_eval_set(..., source=)`).
-
-    Raises:
-      ValueError: a data spec that names nothing readable, duplicate ids in a set, a
-        missing `ranges` file, or an output that is an input or cannot be written.
-    """
-    sources = [parse_spec(spec) for spec in data]
-    for src in sources:
-        check_unique_ids(src)
-    inputs = [f for spec in data for f in spec_files(spec)]
-    if calibration is not None:
-        parse_spec(calibration)
-        inputs += spec_files(calibration)
-    if ranges is not None:
-        if not Path(ranges).is_file():
-            raise PreflightError(f"--ranges {ranges}: no such file")
-        inputs.append(Path(ranges))
-    check_output_file(output, inputs, "--output")
-    for src in sources:
-        check_output_file(hypotheses_file(output, src.name), inputs, "hypotheses file")
-    if ranges_output is not None:
-        check_output_file(ranges_output, inputs, "ranges file")
-    return sources
-
-
 def hypotheses_file(output: Path, name: str) -> Path:
     suffix = "" if jax.process_count() == 1 else f"-{jax.process_index()}-of-{jax.process_count()}"
-    return output.parent / f"{output.stem}.hypotheses" / f"{name}{suffix}.jsonl"
+    return hypotheses_dir(output) / f"{name}{suffix}.jsonl"
 
 
 def evaluate_model(

@@ -21,27 +21,12 @@ from typing import Callable, Iterator, Optional
 
 from jaxwhisper.data.audio import AudioError, decode_audio
 from jaxwhisper.data.labels import labels_path, resume_labels
-from jaxwhisper.data.preflight import check_output_dir, check_output_file, check_unique_ids, spec_files
-from jaxwhisper.data.sources import DataSpecError, Source, parse_spec, process_rows
+from jaxwhisper.data.preflight import check_unique_ids
+from jaxwhisper.data.sources import DataSpecError, Source, process_rows
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 
 log = logging.getLogger(__name__)
-
-
-def check_pseudo_label(spec: str, out_dir: Path, process_index: int = 0, process_count: int = 1) -> Source:
-    """Parses `spec` and checks, before a model is loaded, that its ids are unique and that
-    `out_dir` and its labels file can be written and are none of the spec's files.
-
-    Raises:
-      ValueError: naming the spec, the rows or the path, and the problem.
-    """
-    source = parse_spec(spec)
-    check_unique_ids(source)
-    inputs = spec_files(spec)
-    check_output_dir(out_dir, inputs, "--output")
-    check_output_file(labels_path(Path(out_dir), process_index, process_count), inputs, "labels file")
-    return source
 
 
 def pseudo_label(

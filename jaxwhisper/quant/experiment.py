@@ -13,7 +13,8 @@ import jax
 
 from jaxwhisper.config import QuantRunConfig
 from jaxwhisper.data.eval_sets import load_eval_set
-from jaxwhisper.evaluation.evaluate import check_evaluation, evaluate_model, unscored_sets
+from jaxwhisper.evaluation.checks import check_evaluation
+from jaxwhisper.evaluation.evaluate import evaluate_model, unscored_sets
 from jaxwhisper.evaluation.tables import markdown_table
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.quant.calibrate import calibration_key
