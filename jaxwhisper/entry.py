@@ -14,6 +14,7 @@ one line naming the input and the cause, exit status 1 (`JAXWHISPER_TRACEBACK=1`
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -57,6 +58,10 @@ def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
         except ConfigError as e:
             print(f"{Path(sys.argv[0]).name}: config error: {e}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:  # a --config file that does not load (ml_collections defers it)
+            cause = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1]
+            print(f"{Path(sys.argv[0]).name}: config error: --config: {cause}", file=sys.stderr)
+            sys.exit(2)
         if flags.FLAGS.distributed:
             distributed.initialize()
         try:
@@ -73,11 +78,26 @@ def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
     app.run(_main, flags_parser=_parse_flags)
 
 
+def _flag_error(e: flags.Error) -> str:
+    """absl's message for a flag that does not parse, in one line: the flag, then the cause,
+    which ml_collections puts on the last line after a traceback (a ValueError of the config
+    file's `get_config`, a missing file)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) == 1:
+        return lines[0]
+    flag = lines[0].split(": ")[0].removeprefix("flag ")
+    return f"{flag}: {re.sub(r'^[A-Za-z_.]*(Error|Exception): ', '', lines[-1])}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but an override of a key the config lacks (`--config.x.y=...`, which
-    ml_collections reports as an AttributeError with a traceback) ends in one line."""
+    """absl's parser, but a flag that does not parse (a bad `--config FILE:ARG`, which absl
+    prints with ml_collections' traceback) and an override of a key the config lacks
+    (`--config.x.y=...`, an AttributeError with a traceback) end in one line, exit status 2."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"{Path(argv[0]).name}: config error: {_flag_error(e)}", file=sys.stderr)
+        sys.exit(2)
     except (AttributeError, KeyError) as e:
         detail = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
         detail = " ".join(detail.strip("'\"").split())

@@ -95,6 +95,16 @@ def test_evaluate_checks_outputs_and_inputs_before_loading(d, no_model, capsys, 
     assert named in _err(capsys)
 
 
+def test_a_read_only_output_is_refused_before_loading(d, no_model, capsys, read_only_dir):
+    out = read_only_dir / "r.json"
+    assert cli.main(["evaluate", "--data", str(d / "m.jsonl"), "--output", str(out)]) == 2
+    assert f"{out}: --output is not writable" in _err(capsys)
+    assert (
+        cli.main(["pseudo-label", "--data", str(d / "m.jsonl"), "--output", str(read_only_dir / "pl")]) == 2
+    )
+    assert "--output is not writable" in _err(capsys)
+
+
 def test_pseudo_label_refuses_repeated_ids_before_loading(d, no_model, capsys):
     assert cli.main(["pseudo-label", "--data", str(d / "dup.jsonl"), "--output", str(d / "pl")]) == 2
     err = _err(capsys)
@@ -126,3 +136,15 @@ def test_a_value_error_while_running_is_one_line_or_its_traceback(d, tiny_en, mo
     monkeypatch.setenv("JAXWHISPER_TRACEBACK", "1")
     with pytest.raises(ValueError, match="batch size must be at least 1"):
         cli.main(args)
+
+
+@pytest.mark.slow
+def test_quantize_with_no_scored_utterance_writes_null_and_fails(d, tiny_en):
+    from jaxwhisper.config import QuantRunConfig
+    from jaxwhisper.quant.experiment import run_quantization
+
+    (d / "notext.jsonl").write_text(json.dumps({"id": "a", "audio": "mfa__falsetto.flac"}) + "\n")
+    cfg = QuantRunConfig(quantizations=(), test=(str(d / "notext.jsonl"),), calibration=str(d / "m.jsonl"))
+    with pytest.raises(ValueError, match="notext: no scored utterance"):
+        run_quantization(cfg, tiny_en, d / "q")
+    assert json.loads((d / "q" / "results.json").read_text())["float"]["datasets"]["notext"]["wer"] is None

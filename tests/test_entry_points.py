@@ -20,11 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
         ("train.py", "distill_tiny_en_2x2.py", "--config.student.gatez=none", "gatez"),
         ("quantize.py", "quant_int8.py", "--config.quantizations=w9a9", "w9a9"),
         ("reproduce.py", "paper_cpu.py", "--config.train.student.layer_map=x", "student.layer_map"),
+        # get_config's ValueError and a missing file: absl printed them with a traceback
+        ("quantize.py", "quant_int8.py:foo", None, "unknown config argument 'foo'"),
+        ("train.py", "nowhere.py", None, "No such file or directory: 'configs/nowhere.py'"),
     ],
 )
 def test_a_bad_config_is_one_line_and_exit_status_2(script, config, override, named, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, script, "--config", f"configs/{config}", "--workdir", str(tmp_path), override]
+    cmd = [sys.executable, script, "--config", f"configs/{config}", "--workdir", str(tmp_path)]
+    cmd += [override] if override else []
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr

@@ -112,8 +112,8 @@ def check_output_file(path: PathLike, inputs: Iterable[PathLike] = (), what: str
 
 
 def check_output_dir(path: PathLike, inputs: Iterable[PathLike] = (), what: str = "output") -> Path:
-    """Refuses an output folder that is an existing file (an input or not), holds one of the
-    inputs' paths, or cannot be created and written. Creates nothing.
+    """Refuses an output folder that is one of the inputs, an existing file, or cannot be
+    created and written. Creates nothing.
 
     Raises:
       PreflightError: naming `path` and the problem.
@@ -128,10 +128,8 @@ def check_output_dir(path: PathLike, inputs: Iterable[PathLike] = (), what: str 
 
 def _id_origins(source: Source) -> Optional[Iterable[tuple[str, str]]]:
     """(id, origin) of every row, read cheaply; None where that would mean reading the data."""
-    if isinstance(source, (PseudoLabeledSource,)):
-        return _id_origins(source.base)
-    if isinstance(source, PackedSource):
-        return None  # window ids are built from their first member's: checked on the base
+    if isinstance(source, (PseudoLabeledSource, PackedSource)):
+        return _id_origins(source.base)  # window ids are made of their members' ids
     if isinstance(source, HFSource):
         if source.streaming:
             return None

@@ -2,9 +2,7 @@
 written is refused; repeated ids are named with their rows; a spec's local files are found."""
 
 import json
-import os
 import shutil
-import tempfile
 
 import pytest
 
@@ -27,22 +25,6 @@ def manifest(tmp_path, fixture_manifest):
     return path
 
 
-def _read_only_dir(tmp_path):
-    """A folder this process cannot write into: a 0o555 folder, or /sys when running as root
-    (root ignores permission bits; sysfs refuses new files to everyone)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        with tempfile.TemporaryFile(dir=ro):
-            pass
-    except OSError:
-        return ro
-    if not os.path.isdir("/sys"):
-        pytest.skip("no folder here that this user cannot write")
-    return "/sys"
-
-
 def test_an_input_manifest_is_refused_as_output(manifest, tmp_path, monkeypatch):
     before = manifest.read_bytes()
     with pytest.raises(PreflightError, match="is also an input"):
@@ -57,13 +39,15 @@ def test_an_input_manifest_is_refused_as_output(manifest, tmp_path, monkeypatch)
     assert not (tmp_path / "new").exists()  # checks create nothing
 
 
-def test_unwritable_outputs_are_refused(manifest, tmp_path):
+def test_unwritable_outputs_are_refused(manifest, tmp_path, read_only_dir):
     with pytest.raises(PreflightError, match=r"is a file, not a folder"):
         check_output_file(manifest / "res.json")  # a folder that is a file
     with pytest.raises(PreflightError, match="is a folder"):
         check_output_file(tmp_path)
     with pytest.raises(PreflightError, match="not writable"):
-        check_output_file(f"{_read_only_dir(tmp_path)}/res.json")
+        check_output_file(read_only_dir / "res.json")
+    with pytest.raises(PreflightError, match="not writable"):
+        check_output_dir(read_only_dir / "labels")
     with pytest.raises(PreflightError, match="is a file; give a folder"):
         check_output_dir(manifest)
     with pytest.raises(PreflightError, match="is a file, not a folder"):
