@@ -2,7 +2,9 @@
 
 Subcommands only parse flags, call the library and print. Each imports its library when it
 runs, so that `jaxwhisper --help` answers without loading JAX. Errors are one line on stderr
-naming the input and the cause, with a non-zero exit status.
+naming the input and the cause, with a non-zero exit status: 2 for arguments refused before
+any work (checked before a model is loaded: outputs, data specs, ids), 1 for inputs that
+failed while running (`JAXWHISPER_TRACEBACK=1` shows the traceback of a ValueError/OSError).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ log = logging.getLogger("jaxwhisper")
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _checked(check, *args, **kwargs):
+    """`check(*args, **kwargs)`, its ValueError turned into a CliError (refused arguments)."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _load_model(spec: str, **overrides):
@@ -40,6 +50,11 @@ def _open_output(path: str):
 
 
 def cmd_transcribe(args) -> int:
+    from jaxwhisper.data.preflight import check_output_file
+
+    if args.output:  # before JAX is imported: a refused output costs a fraction of a second
+        _checked(check_output_file, args.output, args.inputs, "--output")
+
     from tqdm import tqdm
 
     from jaxwhisper.evaluation.wer import word_error_rate
@@ -51,6 +66,8 @@ def cmd_transcribe(args) -> int:
         raise CliError(str(e)) from None
     if not utterances:
         raise CliError("no inputs: give audio files or .jsonl manifests")
+    if args.output:
+        _checked(check_output_file, args.output, [u.audio for u in utterances], "--output")
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(model, batch_size=args.batch_size, padding=args.padding, language=args.language)
     out = _open_output(args.output) if args.output else sys.stdout
@@ -79,8 +96,10 @@ def cmd_transcribe(args) -> int:
         f"{audio_s / wall:.2f} audio-s per s (includes compilation)",
         file=sys.stderr,
     )
-    if refs:
-        w = word_error_rate(refs, hyps)
+    w = word_error_rate(refs, hyps) if refs else None
+    if w is not None and not w.utterances:
+        print(f"WER n/a: all {len(refs)} references are empty once normalized", file=sys.stderr)
+    elif w is not None:
         print(
             f"WER {w.wer:.2f}% on {w.utterances} utterances with references ({w.words} words; "
             f"S={w.substitutions} D={w.deletions} I={w.insertions})"
@@ -100,21 +119,21 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_pseudo_label(args) -> int:
+    from jaxwhisper.data.preflight import check_labelling
+
+    source = _checked(check_labelling, args.data, Path(args.output))
+
     import jax
     from tqdm import tqdm
 
     from jaxwhisper.data.labels import labels_path
-    from jaxwhisper.data.sources import DataSpecError, parse_spec, process_share
+    from jaxwhisper.data.sources import process_share
     from jaxwhisper.inference.pseudo_label import pseudo_label
     from jaxwhisper.inference.transcribe import Transcriber
 
-    try:
-        source = parse_spec(args.data)
-    except DataSpecError as e:
-        raise CliError(str(e)) from None
+    p, n = jax.process_index(), jax.process_count()
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(model, batch_size=args.batch_size)
-    p, n = jax.process_index(), jax.process_count()
     total = None if source.streaming else process_share(len(source), p, n)
     bar = tqdm(total=total, unit="clip", desc="pseudo-label", file=sys.stderr, dynamic_ncols=True)
     try:
@@ -132,7 +151,9 @@ def cmd_pseudo_label(args) -> int:
 
 def cmd_demo_corpus(args) -> int:
     from jaxwhisper.data.demo_corpus import build_demo_corpus
+    from jaxwhisper.data.preflight import check_output_dir
 
+    _checked(check_output_dir, args.output, (), "--output")
     try:
         sizes = build_demo_corpus(Path(args.output), tts_sentences=args.tts_sentences)
     except RuntimeError as e:
@@ -146,6 +167,9 @@ def cmd_demo_corpus(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from jaxwhisper.data.preflight import check_output_dir
+
+    _checked(check_output_dir, args.dst, [args.src] if Path(args.src).exists() else [], "destination")
     from jaxwhisper.models.weights.native import save_checkpoint
 
     model = _load_model(args.src)
@@ -158,16 +182,10 @@ def cmd_convert(args) -> int:
 def cmd_evaluate(args) -> int:
     import dataclasses
 
-    import jax
-
-    from jaxwhisper.data.eval_sets import load_eval_set
-    from jaxwhisper.evaluation.evaluate import evaluate_model
-    from jaxwhisper.evaluation.tables import markdown_table
+    from jaxwhisper.evaluation.checks import check_evaluation
     from jaxwhisper.quant.config import preset
-    from jaxwhisper.quant.ptq import prepare_calibration, quantize_model
 
     output = Path(args.output)
-    model = _load_model(args.model)
     qcfg = None
     if args.quantize:
         try:
@@ -182,6 +200,21 @@ def cmd_evaluate(args) -> int:
                 )
             if args.calibration in args.data:
                 raise CliError(f"--calibration {args.calibration} is also an evaluation set")
+    calibrates = qcfg is not None and bool(qcfg.act_bits) and not args.ranges
+    sources = _checked(
+        check_evaluation, args.data, output, args.calibration if calibrates else None,
+        Path(args.ranges) if qcfg is not None and args.ranges else None,
+        output.with_suffix(".ranges.json") if calibrates else None,
+    )  # fmt: skip
+
+    import jax
+
+    from jaxwhisper.data.eval_sets import load_eval_set
+    from jaxwhisper.evaluation.evaluate import evaluate_model, unscored_sets
+    from jaxwhisper.evaluation.tables import markdown_table
+    from jaxwhisper.quant.ptq import prepare_calibration, quantize_model
+
+    model = _load_model(args.model)
 
     def calibration_clips() -> list:
         calib = load_eval_set(args.calibration, args.calibration_batches * args.batch_size)
@@ -190,11 +223,9 @@ def cmd_evaluate(args) -> int:
 
     try:
         pi, pc = jax.process_index(), jax.process_count()
-        sets = [load_eval_set(spec, args.max_examples, pi, pc) for spec in args.data]
+        sets = [load_eval_set(spec, args.max_examples, pi, pc, src) for spec, src in zip(args.data, sources)]
         if qcfg is not None:
             path = Path(args.ranges) if args.ranges else output.with_suffix(".ranges.json")
-            if args.ranges and not path.exists():
-                raise CliError(f"--ranges {args.ranges}: no such file")
             calibration = prepare_calibration(
                 model, qcfg, calibration_clips, args.batch_size, path, reuse=bool(args.ranges),
                 meta={"calibration": args.calibration},
@@ -213,12 +244,19 @@ def cmd_evaluate(args) -> int:
             file=sys.stderr,
         )
     print(f"wrote {output}", file=sys.stderr)
-    return 0
+    unscored = unscored_sets(results)
+    for name in unscored:
+        print(f"{name}: no scored utterance, WER n/a (see skipped)", file=sys.stderr)
+    return 1 if unscored else 0
 
 
 def cmd_outliers(args) -> int:
+    from jaxwhisper.data.preflight import check_output_dir, spec_files
+    from jaxwhisper.data.sources import DataSpecError, parse_spec
+
+    _checked(parse_spec, args.data)
+    _checked(check_output_dir, args.output, spec_files(args.data), "--output")
     from jaxwhisper.analysis import outliers
-    from jaxwhisper.data.sources import DataSpecError
 
     model = _load_model(args.model)
     try:
@@ -234,6 +272,9 @@ def cmd_outliers(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from jaxwhisper.data.preflight import check_output_file
+
+    _checked(check_output_file, args.output, (), "--output")
     from jaxwhisper.analysis.report import ReportError, build_report
 
     try:
@@ -332,11 +373,18 @@ def main(argv=None) -> int:
         from jaxwhisper import distributed
 
         distributed.initialize()
+    from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
+
     try:
         return args.func(args)
     except CliError as e:
         print(f"jaxwhisper {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except USER_ERRORS as e:
+        if show_traceback():
+            raise
+        print(f"jaxwhisper {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

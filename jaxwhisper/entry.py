@@ -6,13 +6,15 @@ joining a multi-host cluster, and validating the config into the schema of `jaxw
     if __name__ == "__main__":
         entry.main(TrainConfig, run, log_level=logging.INFO)
 
-A config that does not validate ends the script with one line naming the key, exit status 2.
+A config that does not validate ends the script with one line naming the key, exit status 2;
+a ValueError or OSError of the run (bad input: a data spec, a file, an unwritable --workdir)
+one line naming the input and the cause, exit status 1 (`JAXWHISPER_TRACEBACK=1`: traceback).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,6 +26,8 @@ from ml_collections import config_flags
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, load
 from jaxwhisper.data.pipeline import DataError
+from jaxwhisper.data.preflight import check_output_dir
+from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
 
 DISTRIBUTED_HELP = (
     "join a multi-host cluster first (jaxwhisper/distributed.py: TPU pods, SLURM and Open MPI "
@@ -54,27 +58,46 @@ def main(schema: type, run: Callable, log_level: int = logging.INFO) -> None:
         except ConfigError as e:
             print(f"{Path(sys.argv[0]).name}: config error: {e}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:  # a --config file that does not load (ml_collections defers it)
+            cause = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1]
+            print(f"{Path(sys.argv[0]).name}: config error: --config: {cause}", file=sys.stderr)
+            sys.exit(2)
         if flags.FLAGS.distributed:
             distributed.initialize()
         try:
-            run(cfg, Path(flags.FLAGS.workdir))
-        except (ValueError, OSError, DataError) as e:
+            workdir = check_output_dir(flags.FLAGS.workdir, (), "--workdir")  # before any model loads
+            run(cfg, workdir)
+        except (*USER_ERRORS, DataError) as e:
             # Bad input (a data spec, a file, too much unusable data) is one line; the
             # traceback is for JAXWHISPER_TRACEBACK=1.
-            if os.environ.get("JAXWHISPER_TRACEBACK"):
+            if show_traceback():
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"{Path(sys.argv[0]).name}: error: {first}", file=sys.stderr)
+            print(f"{Path(sys.argv[0]).name}: error: {one_line(e)}", file=sys.stderr)
             sys.exit(1)
 
     app.run(_main, flags_parser=_parse_flags)
 
 
+def _flag_error(e: flags.Error) -> str:
+    """absl's message for a flag that does not parse, in one line: the flag, then the cause,
+    which ml_collections puts on the last line after a traceback (a ValueError of the config
+    file's `get_config`, a missing file)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) == 1:
+        return lines[0]
+    flag = lines[0].split(": ")[0].removeprefix("flag ")
+    return f"{flag}: {re.sub(r'^[A-Za-z_.]*(Error|Exception): ', '', lines[-1])}"
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but an override of a key the config lacks (`--config.x.y=...`, which
-    ml_collections reports as an AttributeError with a traceback) ends in one line."""
+    """absl's parser, but a flag that does not parse (a bad `--config FILE:ARG`, which absl
+    prints with ml_collections' traceback) and an override of a key the config lacks
+    (`--config.x.y=...`, an AttributeError with a traceback) end in one line, exit status 2."""
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"{Path(argv[0]).name}: config error: {_flag_error(e)}", file=sys.stderr)
+        sys.exit(2)
     except (AttributeError, KeyError) as e:
         detail = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
         detail = " ".join(detail.strip("'\"").split())

@@ -45,7 +45,10 @@ def _analyse(model, cfg: PipelineConfig, run_dir: Path) -> None:
         t0 = _stage(f"{run_dir.name}: quantization ({', '.join(cfg.quant.quantizations)}) and evaluation")
         results = run_quantization(cfg.quant, model, run_dir / "quant")
         rows = (
-            f"{label} " + " ".join(f"{d['wer']:.2f}" for _, d in sorted(r["datasets"].items()))
+            f"{label} "
+            + " ".join(
+                "n/a" if d["wer"] is None else f"{d['wer']:.2f}" for _, d in sorted(r["datasets"].items())
+            )
             for label, r in results.items()
         )
         _done(t0, "WER %: " + "; ".join(rows))

@@ -37,3 +37,23 @@ def tiny_en():
     from jaxwhisper.models.weights.resolve import resolve_model
 
     return resolve_model("tiny.en")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder this process cannot create files in: a 0o555 folder, or /sys when running as
+    root (root ignores permission bits; sysfs refuses new files to everyone)."""
+    import os
+    import tempfile
+
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with tempfile.TemporaryFile(dir=ro):
+            pass
+    except OSError:
+        return ro
+    if not os.path.isdir("/sys"):
+        pytest.skip("no folder here that this user cannot write")
+    return Path("/sys")

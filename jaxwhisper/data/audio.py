@@ -38,8 +38,29 @@ def validate(samples: np.ndarray, path: str | Path) -> np.ndarray:
     return samples
 
 
+# 16-bit PCM's largest positive sample (32767 / 32768) reads as just under 1.0; a sample at
+# or beyond it is at full scale in any format.
+FULL_SCALE = 1.0 - 2.0**-15
+CLIPPED_FRACTION = 1e-3  # a few full-scale peaks are normal; 0.1% of all samples is clipping
+
+
+def warn_if_clipped(samples: np.ndarray, origin: str | Path) -> int:
+    """Logs a warning when at least `CLIPPED_FRACTION` of `samples` (any shape) are at full
+    scale, which is what a recording clipped by its level looks like. Returns that count."""
+    n = int(np.count_nonzero(np.abs(samples) >= FULL_SCALE))
+    if n and n >= CLIPPED_FRACTION * samples.size:
+        log.warning(
+            "%s: clipped audio: %d samples (%.2f%%) at full scale; transcripts may suffer",
+            origin,
+            n,
+            100.0 * n / samples.size,
+        )
+    return n
+
+
 def _mono_16k(samples: np.ndarray, sr: int, origin: str | Path, sample_rate: int) -> np.ndarray:
     """[samples, channels] at `sr` -> validated mono float32 [samples] at `sample_rate`."""
+    warn_if_clipped(samples, origin)
     if samples.shape[1] > 1:
         log.warning("%s: %d channels mixed down to mono", origin, samples.shape[1])
     samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
@@ -63,11 +84,15 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     quality); several channels are averaged, with a warning.
 
     Raises:
-      AudioError: missing, unreadable, empty or non-finite audio.
+      AudioError: missing, a folder, a 0-byte file, unreadable, empty or non-finite audio.
     """
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file", "0 bytes")
     return _mono_16k(*_read(str(path), path), path, sample_rate)
 
 

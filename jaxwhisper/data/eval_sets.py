@@ -7,12 +7,14 @@ every process). Unusable rows are counted by reason and logged, never silently l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Optional
 
 from jaxwhisper.data.audio import AudioError, decode_audio
-from jaxwhisper.data.sources import parse_spec, process_rows
+from jaxwhisper.data.sources import Source, parse_spec, process_rows
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,24 @@ class EvalSet:
 
 
 def load_eval_set(
-    spec: str, max_examples: int = 0, process_index: int = 0, process_count: int = 1
+    spec: str,
+    max_examples: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    source: Optional[Source] = None,
 ) -> EvalSet:
     """Reads the utterances `i` of `spec` with `i % process_count == process_index`.
 
     Args:
       max_examples: the first N utterances of the set (0: all), before sharding.
+      source: `parse_spec(spec)` when the caller has it already (checked before a run).
     """
-    src = parse_spec(spec)
+    src = source if source is not None else parse_spec(spec)
     out = EvalSet(name=src.name, spec=spec)
     for _, row in process_rows(src, process_index, process_count, max_examples):
+        if not row.error and row.text is not None and not isinstance(row.text, str):
+            # Manifests turn these into bad rows when read; hub columns may hold anything.
+            row = dataclasses.replace(row, error=f"text is {type(row.text).__name__}, not a string")
         if row.error or row.drop:
             out.skipped["bad_row" if row.error else "text_rule"] += 1
             log.warning("%s: skipped (%s)", row.origin, row.error or row.drop)

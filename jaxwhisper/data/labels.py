@@ -5,7 +5,7 @@ unknown), `pseudo_text` the teacher's greedy transcript and `wer` its WER agains
 reference in percent (null without a reference); a row that could not be decoded has
 `"error"` instead. Written by `jaxwhisper.inference.pseudo_label`, read back by the
 `pseudo_labels=DIR&max_wer=W` spec option (`sources.py`). A line cut short by a kill is
-discarded on reading and removed on resuming.
+discarded on reading and removed on resuming, and so are the rows that failed (retried).
 """
 
 from __future__ import annotations
@@ -36,18 +36,24 @@ def read_labels(out_dir: Path) -> dict[str, dict]:
 
 
 def resume_labels(path: Path) -> set[str]:
-    """Ids already labelled in `path`; rewrites it without a torn last line."""
+    """Ids already labelled in `path`; rewrites it without a torn last line and without the
+    rows that failed (an unreadable file may have been fixed since: they are labelled again)."""
     if not path.exists():
         return set()
-    good, done = [], set()
+    good, done, failed = [], set(), 0
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             log.warning("%s: discarding a partial line left by an interrupted run", path)
             continue
+        if "pseudo_text" not in row:
+            failed += 1
+            continue
         good.append(line)
         done.add(row["id"])
+    if failed:
+        log.info("%s: %d rows that failed before are retried", path, failed)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(x + "\n" for x in good))
     os.replace(tmp, path)

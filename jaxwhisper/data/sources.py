@@ -142,12 +142,16 @@ def read_jsonl(path: Path, name: Optional[str] = None) -> ListSource:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             rows.append(RawExample(where, None, None, where, error=f"bad manifest row ({e!r})"))
             continue
+        text = row.get("text")
+        if text is not None and not isinstance(text, str):
+            # A number or list would pass through decoding and crash the WER at the very end.
+            err = f"bad manifest row (text is {type(text).__name__}, not a string)"
+            rows.append(RawExample(str(row.get("id", where)), None, None, where, error=err))
+            continue
         audio = audio if audio.is_absolute() else path.parent / audio
         duration = row.get("duration")
         duration = float(duration) if isinstance(duration, (int, float)) else None
-        rows.append(
-            RawExample(str(row.get("id", where)), str(audio), row.get("text"), where, duration=duration)
-        )
+        rows.append(RawExample(str(row.get("id", where)), str(audio), text, where, duration=duration))
     return ListSource(name or path.stem, rows)
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jaxwhisper.data.eval_sets import SKIP_REASONS, EvalSet
+from jaxwhisper.evaluation.checks import hypotheses_dir
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.base import LoadedModel
@@ -50,7 +51,9 @@ def evaluate_set(transcriber, data: EvalSet, hypotheses_path: Optional[Path] = N
     counts = dict(zip(COUNT_KEYS, (int(x) for x in totals[: len(COUNT_KEYS)])))
     errors = counts["substitutions"] + counts["deletions"] + counts["insertions"]
     result = {
-        "wer": 100.0 * errors / max(counts["words"], 1),
+        # No scored word: the WER is undefined, not 0 (a set whose every row was skipped
+        # would otherwise look perfect).
+        "wer": 100.0 * errors / counts["words"] if counts["words"] else None,
         **counts,
         # ms: the cross-process sum travels as float32 (JAX runs without x64), so more
         # digits would differ between 1 and N processes.
@@ -66,9 +69,14 @@ def evaluate_set(transcriber, data: EvalSet, hypotheses_path: Optional[Path] = N
     return result
 
 
+def unscored_sets(results: dict) -> list[str]:
+    """Names of the sets of `results` without a single scored word (their `wer` is None)."""
+    return [name for name, r in results["datasets"].items() if r["wer"] is None]
+
+
 def hypotheses_file(output: Path, name: str) -> Path:
     suffix = "" if jax.process_count() == 1 else f"-{jax.process_index()}-of-{jax.process_count()}"
-    return output.parent / f"{output.stem}.hypotheses" / f"{name}{suffix}.jsonl"
+    return hypotheses_dir(output) / f"{name}{suffix}.jsonl"
 
 
 def evaluate_model(

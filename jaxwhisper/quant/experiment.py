@@ -13,7 +13,8 @@ import jax
 
 from jaxwhisper.config import QuantRunConfig
 from jaxwhisper.data.eval_sets import load_eval_set
-from jaxwhisper.evaluation.evaluate import evaluate_model
+from jaxwhisper.evaluation.checks import check_evaluation
+from jaxwhisper.evaluation.evaluate import evaluate_model, unscored_sets
 from jaxwhisper.evaluation.tables import markdown_table
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.quant.calibrate import calibration_key
@@ -32,10 +33,26 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
 
     Returns:
       {label: results} with label "float" and each preset name.
+
+    Raises:
+      ValueError: before any decoding, a bad test or calibration spec, duplicate ids, an
+        unwritable workdir; after writing the results, a test set without a scored utterance.
     """
     workdir = Path(workdir)
     pi, pc = jax.process_index(), jax.process_count()
-    sets = [load_eval_set(s, cfg.max_examples, pi, pc) for s in cfg.test]
+    qcfgs = {
+        n: dataclasses.replace(preset(n), calibration_batches=cfg.calibration_batches)
+        for n in cfg.quantizations
+    }
+    calibrates = any(
+        q.act_bits and not (workdir / "ranges" / f"{calibration_key(q)}.json").exists()
+        for q in qcfgs.values()
+    )
+    # Every input and output checked before the float model's evaluation, not after it.
+    sources = check_evaluation(
+        list(cfg.test), workdir / "float" / "results.json", cfg.calibration if calibrates else None
+    )
+    sets = [load_eval_set(s, cfg.max_examples, pi, pc, src) for s, src in zip(cfg.test, sources)]
     calib_clips: list = []
 
     def load_clips() -> list:
@@ -45,8 +62,7 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
 
     results = {"float": evaluate_model(model, sets, workdir / "float" / "results.json", cfg.batch_size)}
     calibrations: dict = {}
-    for name in cfg.quantizations:
-        qcfg = dataclasses.replace(preset(name), calibration_batches=cfg.calibration_batches)
+    for name, qcfg in qcfgs.items():
         key = calibration_key(qcfg)
         if qcfg.act_bits and key not in calibrations:
             meta = {"calibration": cfg.calibration, "batches": cfg.calibration_batches}
@@ -58,4 +74,7 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
     if pi == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (workdir / "table.md").write_text(results_table(results, model.source) + "\n")
+    unscored = sorted({s for r in results.values() for s in unscored_sets(r)})
+    if unscored:
+        raise ValueError(f"{', '.join(unscored)}: no scored utterance, WER n/a (results in {workdir})")
     return results

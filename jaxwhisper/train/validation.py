@@ -27,5 +27,6 @@ class Validator:
     def __call__(self, params) -> dict:
         self.transcriber.set_params(params)
         out = {f"eval/wer/{s.name}": evaluate_set(self.transcriber, s)["wer"] for s in self.sets}
+        out = {k: float("nan") if v is None else v for k, v in out.items()}  # no scored word
         out[checkpointing.WER_KEY] = float(np.mean(list(out.values())))
         return out

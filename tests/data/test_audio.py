@@ -36,14 +36,15 @@ def test_ogg_and_flac_read(tmp_path):
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk"), "unreadable audio"),
-        (lambda p: p.write_bytes(b""), "unreadable audio"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.mkdir(), "is a folder, not an audio file"),
         (lambda p: sf.write(p, np.zeros(0, np.float32), 16000), "empty audio"),
         (
             lambda p: sf.write(p, np.array([0.1, np.nan, 0.2], np.float32), 16000, subtype="FLOAT"),
             "non-finite samples",
         ),
     ],
-    ids=["missing", "corrupt", "zero-bytes", "empty", "nan"],
+    ids=["missing", "corrupt", "zero-bytes", "folder", "empty", "nan"],
 )
 def test_bad_inputs_name_the_file_and_cause(tmp_path, make, reason):
     path = tmp_path / "bad.wav"
@@ -52,3 +53,20 @@ def test_bad_inputs_name_the_file_and_cause(tmp_path, make, reason):
         load_audio(path)
     assert e.value.reason == reason
     assert str(path) in str(e.value)
+
+
+def test_clipped_audio_is_a_warning_naming_the_file(tmp_path, fixture_manifest, caplog):
+    """Real speech, 20x too loud and clipped to 16-bit full scale, is still transcribed but
+    logged; the clean recording is not."""
+    src = fixture_manifest.parent / "audio" / "mfa__falsetto.flac"
+    x, sr = sf.read(src, dtype="float32")
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.clip(20 * x, -1.0, 1.0), sr, subtype="PCM_16")
+    with caplog.at_level(logging.WARNING):
+        load_audio(src)
+    assert "clipped" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        out = load_audio(loud)
+    assert out.size > 0
+    [line] = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert line.startswith(f"{loud}: clipped audio")

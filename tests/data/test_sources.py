@@ -187,3 +187,13 @@ def test_bad_specs_are_clear(tmp_path):
         parse_spec(f"librispeech@test?data_files={tmp_path}/*.parquet")
     (tmp_path / "m.jsonl").write_text(json.dumps({"id": "x"}) + "\n")
     assert parse_spec(str(tmp_path / "m.jsonl"))[0].error.startswith("bad manifest row")
+
+
+def test_a_non_string_text_is_a_bad_row(tmp_path, fixture_manifest):
+    """`"text": 42` would pass decoding and crash the WER at the end; it is an error row."""
+    rows = [{"id": "n", "audio": "a.flac", "text": 42}, {"id": "l", "audio": "a.flac", "text": ["x"]}]
+    rows.append({"id": "ok", "audio": "a.flac", "text": "fine"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = parse_spec(str(tmp_path / "m.jsonl"))
+    assert src[0].error == "bad manifest row (text is int, not a string)" and src[0].id == "n"
+    assert "text is list" in src[1].error and src[2].error is None and src[2].text == "fine"

@@ -18,13 +18,15 @@ pytestmark = pytest.mark.slow  # the real tiny.en
 
 @pytest.fixture(scope="module")
 def eval_manifest(tmp_path_factory, fixture_manifest):
-    """8 good clips with references, then a missing file, a row without text, a broken line."""
+    """8 good clips with references, then a missing file, a row without text, a row whose
+    text is a number (it crashed the WER after all the decoding), a broken line."""
     d = tmp_path_factory.mktemp("eval")
     rows = [json.loads(x) for x in fixture_manifest.read_text().splitlines()][:8]
     for r in rows:
         shutil.copy(fixture_manifest.parent / r["audio"], d / r["audio"].split("/")[-1])
         r["audio"] = r["audio"].split("/")[-1]
     rows += [{"id": "missing", "audio": "nope.wav", "text": "x"}, {"id": "notext", "audio": rows[0]["audio"]}]
+    rows += [{"id": "number", "audio": rows[1]["audio"], "text": 42}]
     path = d / "set.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
     return path
@@ -38,7 +40,8 @@ def calibration_clips(fixture_manifest):
 def test_skips_are_counted_not_lost(eval_manifest):
     data = load_eval_set(str(eval_manifest))
     assert len(data.clips) == 8
-    assert dict(data.skipped) == {"bad_audio": 1, "no_reference": 1, "bad_row": 1}
+    assert dict(data.skipped) == {"bad_audio": 1, "no_reference": 1, "bad_row": 2}
+    assert all(isinstance(r, str) for r in data.references)
 
 
 def test_eight_devices_give_the_hypotheses_of_one(tiny_en, eval_manifest, calibration_clips, tmp_path):
@@ -63,7 +66,7 @@ def test_eight_devices_give_the_hypotheses_of_one(tiny_en, eval_manifest, calibr
     assert r["quantization"] is None and out["w8a8", 8][0]["quantization"]["name"] == "w8a8"
     s = r["datasets"]["set"]
     assert s["utterances"] == 8 and s["skipped"] == {
-        "bad_row": 1,
+        "bad_row": 2,
         "text_rule": 0,
         "no_reference": 1,
         "bad_audio": 1,

@@ -1,0 +1,63 @@
+"""What an evaluation reads and writes, checked before a model is loaded or audio decoded
+(`jaxwhisper evaluate`, `quantize.py`). Imports no JAX: a refused argument costs well under a
+second, not an import of the whole stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from jaxwhisper.data.preflight import (
+    PreflightError,
+    check_output_dir,
+    check_output_file,
+    check_unique_ids,
+    spec_files,
+)
+from jaxwhisper.data.sources import Source, parse_spec
+
+
+def hypotheses_dir(output: Path) -> Path:
+    """Where `evaluate_model` writes the hypotheses of the results file `output`."""
+    return Path(output).parent / f"{Path(output).stem}.hypotheses"
+
+
+def check_evaluation(
+    data: list[str],
+    output: Path,
+    calibration: Optional[str] = None,
+    ranges: Optional[Path] = None,
+    ranges_output: Optional[Path] = None,
+) -> list[Source]:
+    """Checks the specs and outputs of an evaluation.
+
+    Args:
+      data: the evaluation sets' specs.
+      output: the results file; its hypotheses go beside it.
+      calibration: the calibration set's spec, when one will be read.
+      ranges: a ranges file to reuse (must exist), when given.
+      ranges_output: where new ranges will be written, when they will be.
+
+    Returns:
+      The parsed sources of `data`, in order (for `load_eval_set(..., source=)`).
+
+    Raises:
+      ValueError: a data spec that names nothing readable, duplicate ids in a set, a
+        missing `ranges` file, or an output that is an input or cannot be written.
+    """
+    sources = [parse_spec(spec) for spec in data]
+    for src in sources:
+        check_unique_ids(src)
+    inputs = [f for spec in data for f in spec_files(spec)]
+    if calibration is not None:
+        parse_spec(calibration)
+        inputs += spec_files(calibration)
+    if ranges is not None:
+        if not Path(ranges).is_file():
+            raise PreflightError(f"--ranges {ranges}: no such file")
+        inputs.append(Path(ranges))
+    check_output_file(output, inputs, "--output")
+    check_output_dir(hypotheses_dir(output), inputs, "hypotheses folder")
+    if ranges_output is not None:
+        check_output_file(ranges_output, inputs, "ranges file")
+    return sources
