@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import functools
 import logging
 import math
 from pathlib import Path
@@ -165,14 +164,29 @@ class Transcriber:
         n_dev = math.gcd(batch_size, len(devices))
         self.mesh = Mesh(np.asarray(devices[:n_dev]), ("data",))
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
+        self._replicated, self._rows = replicated, rows
 
-        @functools.partial(jax.jit, in_shardings=(replicated, rows, rows), out_shardings=rows)
         def run(params, audio, lengths):
             return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding))
 
-        self._run = run
-        self._replicated, self._rows = replicated, rows
+        self._run = self._per_device(run)
         self.set_params(model.params)
+
+    def _per_device(self, fn: Callable) -> Callable:
+        """`fn(params, *row arrays)` jitted so that each device runs it on its own rows.
+
+        The decoder maps the encoder over rows and loops until every row has ended. Jitted
+        over a batch sharded across devices (SPMD partitioning of the whole program), the
+        row map over the sharded axis and the loop's stop test over all rows partition
+        badly: 16 tiny.en clips took 84 s on 8 CPU devices, against 12.6 s with shard_map
+        and the same tokens. Each device now runs the loop on its own rows and stops when
+        they are done.
+        """
+        return jax.jit(
+            jax.shard_map(
+                fn, mesh=self.mesh, in_specs=(P(), P("data"), P("data")), out_specs=P("data"), check_vma=False
+            )
+        )
 
     def set_params(self, params) -> None:
         """Swaps in other weights of the same architecture (no recompilation)."""
