@@ -195,7 +195,11 @@ class LongformDecoder:
 
     def add(self, key, audio: np.ndarray) -> None:
         """Queues a recording (mono 16 kHz samples [n_samples])."""
-        f = _File(key, log_mel_recording(audio, self.n_mels), self.options.mode)
+        self.add_features(key, log_mel_recording(audio, self.n_mels))
+
+    def add_features(self, key, features: np.ndarray) -> None:
+        """Queues a recording by its log-mel [n_mels, content frames + 1] (`log_mel_recording`)."""
+        f = _File(key, features, self.options.mode)
         self._queue(f)
         if f.done():
             self.finished.append(f)
