@@ -63,9 +63,13 @@ def cmd_transcribe(args) -> int:
         raise CliError("no inputs: give audio files or .jsonl manifests")
     fmt = output_format(args.format, args.output)
     # Subtitles of several inputs go to one file each, in the --output directory.
-    subtitle_dir = Path(args.output) if fmt != "jsonl" and len(utterances) > 1 else None
-    if subtitle_dir is not None and (args.output is None or subtitle_dir.suffix):
-        raise CliError(f"{len(utterances)} inputs: give --output a directory for one .{fmt} file per input")
+    subtitle_dir = None
+    if fmt != "jsonl" and len(utterances) > 1:
+        if args.output is None or Path(args.output).suffix:
+            raise CliError(
+                f"{len(utterances)} inputs: give --output a directory for one .{fmt} file per input"
+            )
+        subtitle_dir = Path(args.output)
     model = _load_model(args.model, dtype=args.dtype)
     transcriber = Transcriber(
         model,
