@@ -152,7 +152,7 @@ class SegmentOptions:
 def make_segment_decoder(
     config: WhisperConfig, options: SegmentOptions, intercept: Optional[Callable[[], ContextManager]] = None
 ) -> Callable:
-    """Returns `decode(params, mel) -> (tokens, sum_logprob, no_speech_prob)`, jitted.
+    """Returns `decode(params, mel, valid) -> (tokens, sum_logprob, no_speech_prob)`, jitted.
 
     The same greedy loop as `make_greedy_decoder` plus, per row, the sum of the log-probs
     of the chosen tokens (end-of-text included, after every suppression: what OpenAI and
@@ -163,6 +163,8 @@ def make_segment_decoder(
     Args (of the returned function):
       params: Whisper params.
       mel: features [batch, n_mels, 3000].
+      valid: [batch] bool, False for padding rows: their encoder pass is skipped (the tail
+        of a long-form run has fewer live files than rows) and they decode nothing.
 
     Returns (of the returned function):
       tokens [batch, max_new_tokens] int32 (`eot` from the first end-of-text on),
@@ -182,9 +184,9 @@ def make_segment_decoder(
     eot = options.eot
     sot_index = 0  # the prefix starts with sot: no previous-text prompt here
 
-    def decode(params, mel):
+    def decode(params, mel, valid):
         with intercept() if intercept is not None else contextlib.nullcontext():
-            return _decode(params, mel)
+            return _decode(params, mel, valid)
 
     def pick(logits, done):
         log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -192,7 +194,7 @@ def make_segment_decoder(
         lp = jnp.take_along_axis(log_probs, nxt[:, None], axis=-1)[:, 0]
         return jnp.where(done, eot, nxt), jnp.where(done, 0.0, lp)
 
-    def _decode(params, mel):
+    def _decode(params, mel, valid):
         variables = {"params": params}
         batch = mel.shape[0]
 
@@ -201,13 +203,19 @@ def make_segment_decoder(
             enc = model.apply(variables, m[None], method=Whisper.encode)
             return model.apply(variables, enc, method=Whisper.cross_kv)
 
-        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
+        shapes = jax.eval_shape(encode_row, mel[0])
+
+        def encode_or_skip(row):
+            m, v = row
+            skip = lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+            return jax.lax.cond(v, encode_row, skip, m)
+
+        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_or_skip, (mel, valid)))
         cache = init_kv_cache(config, batch, config.n_text_ctx)
         tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, n_prefix))
         logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
         no_speech = jax.nn.softmax(logits[:, sot_index].astype(jnp.float32), axis=-1)[:, options.no_speech]
-        not_done = jnp.zeros((batch,), bool)
-        first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, not_done)
+        first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)
         last_ts = jnp.where(first >= ts.begin, first, -1) if ts is not None else jnp.full((batch,), -1)
 

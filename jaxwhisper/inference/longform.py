@@ -167,9 +167,10 @@ class LongformDecoder:
     """Feeds files' windows to a batched decoder and turns its output into segments.
 
     Args:
-      run: `run(mel [batch, n_mels, 3000] f32) -> (tokens, sum_logprob, no_speech_prob)`,
-        dispatched asynchronously (device arrays; read when the batch is finished).
-      batch_size: rows per call; partial batches are padded with zeros.
+      run: `run(mel [batch, n_mels, 3000] f32, valid [batch] bool) -> (tokens, sum_logprob,
+        no_speech_prob)`, dispatched asynchronously (device arrays; read when the batch is
+        finished).
+      batch_size: rows per call; partial batches are padded with zeros (`valid` False).
       n_mels: mel bins of the model.
       eot, timestamp_begin: ids.
       decode_text: ids -> text (for the compression ratio).
@@ -237,7 +238,8 @@ class LongformDecoder:
         for i, (f, seek) in enumerate(rows):
             mel[i], size = window_features(f.features, seek)
             sizes.append(size)
-        flight = (self.run(mel), rows, sizes)
+        valid = np.arange(self.batch_size) < len(rows)
+        flight = (self.run(mel, valid), rows, sizes)
         previous, self.in_flight = self.in_flight, flight
         if previous is not None:
             yield from self._finish(previous)

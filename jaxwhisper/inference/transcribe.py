@@ -169,8 +169,9 @@ class Transcriber:
         self._max_initial_index = round(max_initial_timestamp_s / TIME_PRECISION_S)
         self._mel_run = None
 
-    def _decode_windows(self, mel: np.ndarray):
-        """Dispatches one batch of long-form windows [batch, n_mels, 3000] (compiled on first use)."""
+    def _decode_windows(self, mel: np.ndarray, valid: np.ndarray):
+        """Dispatches one batch of long-form windows [batch, n_mels, 3000] (compiled on first use);
+        `valid` [batch] marks the rows that hold a window."""
         if self._mel_run is None:
             tok, c = self.tokenizer, self.model.config
             ids = None
@@ -188,9 +189,10 @@ class Transcriber:
             )
             decoder = make_segment_decoder(c, options, self._intercept)
             self._mel_run = jax.jit(
-                decoder, in_shardings=(self._replicated, self._rows), out_shardings=self._rows
+                decoder, in_shardings=(self._replicated, self._rows, self._rows), out_shardings=self._rows
             )
-        return self._mel_run(self.params, jax.device_put(mel, self._rows))
+        put = functools.partial(jax.device_put, device=self._rows)
+        return self._mel_run(self.params, put(mel), put(valid))
 
     def _longform_decoder(self) -> LongformDecoder:
         tok = self.tokenizer

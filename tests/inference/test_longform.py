@@ -77,7 +77,8 @@ def fake_run(calls, advance_s=10.0):
     """A decoder whose rows read which file and seek they hold from the mel values
     (file k's frame t holds k * 1e5 + t) and say: speech from 0 to `advance_s`, then text."""
 
-    def run(mel):
+    def run(mel, valid):
+        assert list(valid) == [m.any() for m in mel]
         calls.append([(int(m[0, 0] // 1e5), int(m[0, 0] % 1e5)) if m.any() else None for m in mel])
         tokens = np.full((mel.shape[0], 8), EOT, np.int32)
         tokens[:, :5] = [ts(0), 10, ts(advance_s), ts(advance_s), 11]  # unfinished: seek to advance_s
@@ -122,7 +123,7 @@ def test_windows_mode_decodes_consecutive_windows_in_one_batch():
 
 
 def test_no_speech_window_is_skipped_unless_its_log_prob_is_high():
-    def run(mel):
+    def run(mel, valid):
         tokens = np.full((mel.shape[0], 4), EOT, np.int32)
         tokens[:, :3] = [ts(0), 10, ts(1.0)]
         # avg log-prob = sum / (3 tokens + 1): row 0 -2.0 (skipped), row 1 -0.5 (kept)

@@ -8,11 +8,12 @@ share each batch of two rows, so the cross-file batching is what is compared.
 """
 
 import pytest
+import soundfile as sf
 
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.evaluation.longform_sets import join_clips, longest_deleted_run
 from jaxwhisper.evaluation.wer import word_error_rate
-from jaxwhisper.inference.transcribe import Transcriber, read_manifest
+from jaxwhisper.inference.transcribe import Transcriber, Utterance, read_manifest
 from jaxwhisper.models.weights.resolve import bundled_model_files
 
 faster_whisper = pytest.importorskip("faster_whisper")
@@ -68,9 +69,17 @@ def test_windows_mode_matches_faster_whisper_exactly(tiny_en, recordings, fw_mod
         assert [(s["start"], s["end"], s["text"]) for s in segments] == [s[:3] for s in fw]
 
 
-def test_sequential_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(tiny_en, recordings, fw_model):
+def test_sequential_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(
+    tiny_en, recordings, fw_model, tmp_path
+):
+    """Through `Transcriber.transcribe` with `timestamps`: the JSONL records' segments."""
     theirs = [fw_segments(fw_model, r.audio, without_timestamps=False) for r in recordings]
-    mine = ours(tiny_en, recordings, "sequential")
+    utterances = []
+    for r in recordings:
+        sf.write(tmp_path / f"{r.id}.wav", r.audio, 16000, subtype="FLOAT")
+        utterances.append(Utterance(r.id, str(tmp_path / f"{r.id}.wav")))
+    t = Transcriber(tiny_en, batch_size=2, long_form="sequential", timestamps=True)
+    mine = [(rec["text"], rec["segments"]) for rec in t.transcribe(utterances)]
     refs = [r.text for r in recordings]
     fw_texts = ["".join(s[3] for s in fw).strip() for fw in theirs]
     w_ours, w_fw = word_error_rate(refs, [t for t, _ in mine]), word_error_rate(refs, fw_texts)
