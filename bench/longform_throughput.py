@@ -98,32 +98,38 @@ def main():
     audio_s = sum(r.duration_s for r in recordings)
     refs = [r.text for r in recordings]
     lengths = [round(r.duration_s) for r in recordings]
-    print(f"data: {args.manifest}: {len(recordings)} recordings of {lengths} s")
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
+    print(f"data: {args.manifest}: {len(recordings)} recordings of {lengths} s", flush=True)
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()}", flush=True)
 
-    results, compile_s = {}, {}
-    results["faster-whisper int8"] = run_faster_whisper(recordings, "int8", args.threads)
-    results["faster-whisper f32"] = run_faster_whisper(recordings, "float32", args.threads)
-    systems = [("sequential", "float32")] + ([] if args.skip_windows else [("windows", "float32")])
-    systems += [("sequential", "bfloat16")] if args.bf16 else []
-    for mode, dtype in systems:
-        name = f"jaxwhisper {mode} {'f32' if dtype == 'float32' else 'bf16'} b{args.batch_size}"
-        texts, wall, compile_s[name] = run_ours(recordings, mode, args.batch_size, dtype)
-        results[name] = (texts, wall)
-    best_peer = min(v[1] for k, v in results.items() if k.startswith("faster"))
-
-    print(f"\nload average after: {os.getloadavg()}; {audio_s:.1f} s of audio")
-    print(f"{'system':<32}{'wall s':>8}{'audio-s/s':>11}{'WER %':>8}{'D':>5}", end="")
-    print(f"{'max del run':>13}{'vs best fw':>12}")
-    for name, (texts, wall) in results.items():
+    def report(name, texts, wall):
         w = word_error_rate(refs, texts)
         run = max(longest_deleted_run(r, t) for r, t in zip(refs, texts))
         print(
             f"{name:<32}{wall:>8.1f}{audio_s / wall:>11.2f}{w.wer:>8.2f}{w.deletions:>5}{run:>13}"
-            f"{best_peer / wall:>11.2f}x"
+            f"  load {os.getloadavg()[0]:.1f}",
+            flush=True,
         )
-    for name, s in compile_s.items():
-        print(f"{name}: first call (compile + a 35 s recording) {s:.1f} s")
+
+    print(f"{'system':<32}{'wall s':>8}{'audio-s/s':>11}{'WER %':>8}{'D':>5}{'max del run':>13}", flush=True)
+    results = {}
+    for compute_type in ("int8", "float32"):
+        name = f"faster-whisper {compute_type}"
+        results[name] = run_faster_whisper(recordings, compute_type, args.threads)
+        report(name, *results[name])
+    systems = [("sequential", "float32")] + ([] if args.skip_windows else [("windows", "float32")])
+    systems += [("sequential", "bfloat16")] if args.bf16 else []
+    for mode, dtype in systems:
+        name = f"jaxwhisper {mode} {'f32' if dtype == 'float32' else 'bf16'} b{args.batch_size}"
+        texts, wall, compile_s = run_ours(recordings, mode, args.batch_size, dtype)
+        results[name] = (texts, wall)
+        report(name, texts, wall)
+        print(f"  (first call: compile + a 35 s recording, {compile_s:.1f} s)", flush=True)
+    best_name, (_, best_peer) = min(
+        ((k, v) for k, v in results.items() if k.startswith("faster")), key=lambda kv: kv[1][1]
+    )
+    print(f"\nload average after: {os.getloadavg()}; {audio_s:.1f} s of audio; speed vs {best_name}:")
+    for name, (_, wall) in results.items():
+        print(f"  {name:<32}{best_peer / wall:.2f}x")
 
 
 if __name__ == "__main__":
