@@ -163,8 +163,8 @@ def make_segment_decoder(
     Args (of the returned function):
       params: Whisper params.
       mel: features [batch, n_mels, 3000].
-      valid: [batch] bool, False for padding rows: their encoder pass is skipped (the tail
-        of a long-form run has fewer live files than rows) and they decode nothing.
+      valid: [batch] bool, False for padding rows (the tail of a long-form run has fewer
+        live files than rows): they decode nothing.
 
     Returns (of the returned function):
       tokens [batch, max_new_tokens] int32 (`eot` from the first end-of-text on),
@@ -203,14 +203,7 @@ def make_segment_decoder(
             enc = model.apply(variables, m[None], method=Whisper.encode)
             return model.apply(variables, enc, method=Whisper.cross_kv)
 
-        shapes = jax.eval_shape(encode_row, mel[0])
-
-        def encode_or_skip(row):
-            m, v = row
-            skip = lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
-            return jax.lax.cond(v, encode_row, skip, m)
-
-        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_or_skip, (mel, valid)))
+        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
         cache = init_kv_cache(config, batch, config.n_text_ctx)
         tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, n_prefix))
         logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
