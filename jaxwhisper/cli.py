@@ -49,15 +49,27 @@ def _open_output(path: str):
         raise CliError(f"{path}: cannot write output ({e.strerror})") from None
 
 
-def cmd_transcribe(args) -> int:
-    from jaxwhisper.data.preflight import check_output_file
+def _optional_float(text: str):
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
-    if args.output:  # before JAX is imported: a refused output costs a fraction of a second
+
+def cmd_transcribe(args) -> int:
+    from jaxwhisper.data.preflight import check_output_dir, check_output_file
+
+    # Before JAX is imported: a refused output costs a fraction of a second. An output
+    # without a suffix may be the folder of per-input subtitle files (checked below).
+    if args.output and Path(args.output).suffix:
         _checked(check_output_file, args.output, args.inputs, "--output")
 
     from tqdm import tqdm
 
     from jaxwhisper.evaluation.wer import word_error_rate
+    from jaxwhisper.inference.subtitles import output_format, subtitle_text
     from jaxwhisper.inference.transcribe import InputError, Transcriber, read_inputs
 
     try:
@@ -66,11 +78,31 @@ def cmd_transcribe(args) -> int:
         raise CliError(str(e)) from None
     if not utterances:
         raise CliError("no inputs: give audio files or .jsonl manifests")
-    if args.output:
+    fmt = output_format(args.format, args.output)
+    # Subtitles of several inputs go to one file each, in the --output directory.
+    subtitle_dir = None
+    if fmt != "jsonl" and len(utterances) > 1:
+        if args.output is None or Path(args.output).suffix:
+            raise CliError(
+                f"{len(utterances)} inputs: give --output a directory for one .{fmt} file per input"
+            )
+        subtitle_dir = Path(args.output)
+        _checked(check_output_dir, subtitle_dir, [u.audio for u in utterances], "--output")
+    elif args.output:
         _checked(check_output_file, args.output, [u.audio for u in utterances], "--output")
     model = _load_model(args.model, dtype=args.dtype)
-    transcriber = Transcriber(model, batch_size=args.batch_size, padding=args.padding, language=args.language)
-    out = _open_output(args.output) if args.output else sys.stdout
+    transcriber = Transcriber(
+        model,
+        batch_size=args.batch_size,
+        padding=args.padding,
+        language=args.language,
+        long_form=args.long_form,
+        timestamps=args.timestamps or fmt != "jsonl",
+        no_speech_threshold=args.no_speech_threshold,
+        log_prob_threshold=args.log_prob_threshold,
+        compression_ratio_threshold=args.compression_ratio_threshold,
+    )
+    out = sys.stdout if subtitle_dir is not None or not args.output else _open_output(args.output)
     audio_s, failed, refs, hyps = 0.0, [], [], []
     start = time.perf_counter()
     bar = tqdm(total=len(utterances), unit="clip", desc="transcribe", file=sys.stderr, dynamic_ncols=True)
@@ -83,7 +115,13 @@ def cmd_transcribe(args) -> int:
             elif u.text is not None:
                 refs.append(u.text)
                 hyps.append(rec["text"])
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            if fmt == "jsonl":
+                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            elif subtitle_dir is None:
+                out.write(subtitle_text(rec.get("segments") or [], fmt))
+            elif not rec.get("error"):
+                with _open_output(str(subtitle_dir / f"{rec['id']}.{fmt}")) as f:
+                    f.write(subtitle_text(rec["segments"], fmt))
             out.flush()
     finally:
         bar.close()
@@ -308,6 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["log_mel", "audio"],
         help="pad the 30 s window in the log-mel domain (faster-whisper) or the audio (transformers)",
     )
+    t.add_argument(
+        "--long-form",
+        default="sequential",
+        choices=["sequential", "windows"],
+        help="recordings over 30 s: seek by timestamps (faster-whisper's default) or "
+        "consecutive 30 s windows without timestamps (its without_timestamps=True)",
+    )
+    t.add_argument("--timestamps", action="store_true", help="segments with start/end (s) in each record")
+    t.add_argument(
+        "--format",
+        choices=["jsonl", "srt", "vtt"],
+        help="output format (default: by --output suffix, else jsonl)",
+    )
+    t.add_argument(
+        "--no-speech-threshold", type=_optional_float, default=0.6, help="'none' turns the skip off"
+    )
+    t.add_argument("--log-prob-threshold", type=_optional_float, default=-1.0)
+    t.add_argument("--compression-ratio-threshold", type=_optional_float, default=2.4)
     t.set_defaults(func=cmd_transcribe)
 
     pl = sub.add_parser("pseudo-label", help="write the teacher's greedy transcripts of a data spec")

@@ -99,6 +99,34 @@ def log_mel_numpy(audio: np.ndarray, n_mels: int = 80, padding: str = "log_mel")
     return log_spec.astype(np.float32)
 
 
+def log_mel_recording(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
+    """Log-mel of a whole recording of any length, as faster-whisper computes it for long-form.
+
+    float32 throughout (faster-whisper's FeatureExtractor): 160 zero samples appended, the
+    last STFT frame dropped, normalised with the recording's own maximum. Long-form windows
+    are slices of this array padded with zeros to 3000 frames (`jaxwhisper.inference.longform`).
+
+    Args:
+      audio: mono 16 kHz samples [n_samples].
+      n_mels: 80 or 128.
+
+    Returns:
+      Features [n_mels, n_samples // 160 + 1] f32; the first `n_samples // 160` frames are
+      content (faster-whisper's `content_frames`).
+    """
+    x = np.asarray(audio, np.float32)
+    if x.shape[0] < N_FFT:  # reflect padding needs more samples than half a window
+        x = np.pad(x, (0, N_FFT - x.shape[0]))
+    x = np.pad(np.pad(x, (0, HOP)), N_FFT // 2, mode="reflect")
+    n_stft = 1 + (x.shape[0] - N_FFT) // HOP
+    frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP][: n_stft - 1]
+    spec = np.fft.rfft(frames * _hann().astype(np.float32), axis=-1).astype(np.complex64)
+    power = np.abs(spec) ** 2  # [frames, bins]
+    mel = mel_filters(n_mels).astype(np.float32) @ power.T
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    return _normalise(log_spec, log_spec.max(), np).astype(np.float32)
+
+
 @functools.partial(jax.jit, static_argnames=("n_mels", "padding"))
 def log_mel_batch(
     audio: jax.Array, lengths: jax.Array, n_mels: int = 80, padding: str = "log_mel"

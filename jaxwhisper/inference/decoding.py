@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwhisper.inference.timestamp_rules import TimestampIds, apply_timestamp_rules, first_step_mask
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper, init_kv_cache
 
@@ -123,3 +124,114 @@ def strip_tokens(tokens: np.ndarray, eot: int) -> list[list[int]]:
         stop = np.flatnonzero(row == eot)
         rows.append(row[: stop[0] if stop.size else len(row)].tolist())
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentOptions:
+    """Greedy decoding of one 30 s window of a long-form transcription.
+
+    Attributes:
+      prefix: forced tokens: sot (language, task) and, without timestamps, no-timestamps.
+      eot: end-of-text id.
+      no_speech: `<|nospeech|>` / `<|nocaptions|>` id, whose probability at the sot
+        position is the window's no-speech probability.
+      suppress_tokens, suppress_at_begin: as in `DecodeOptions`.
+      timestamps: the timestamp ids when decoding with timestamps, else None.
+      max_new_tokens: CTranslate2 (faster-whisper) stops at half the 448 positions.
+    """
+
+    prefix: tuple[int, ...]
+    eot: int
+    no_speech: int
+    suppress_tokens: tuple[int, ...] = ()
+    suppress_at_begin: tuple[int, ...] = ()
+    timestamps: Optional[TimestampIds] = None
+    max_new_tokens: int = 224
+
+
+def make_segment_decoder(
+    config: WhisperConfig, options: SegmentOptions, intercept: Optional[Callable[[], ContextManager]] = None
+) -> Callable:
+    """Returns `decode(params, mel, valid) -> (tokens, sum_logprob, no_speech_prob)`, jitted.
+
+    The same greedy loop as `make_greedy_decoder` plus, per row, the sum of the log-probs
+    of the chosen tokens (end-of-text included, after every suppression: what OpenAI and
+    CTranslate2 average into `avg_logprob`) and the no-speech probability (softmax of the
+    raw logits at the sot position). With `options.timestamps` the timestamp rules
+    (`timestamp_rules.py`) filter every step.
+
+    Args (of the returned function):
+      params: Whisper params.
+      mel: features [batch, n_mels, 3000].
+      valid: [batch] bool, False for padding rows (the tail of a long-form run has fewer
+        live files than rows): they decode nothing.
+
+    Returns (of the returned function):
+      tokens [batch, max_new_tokens] int32 (`eot` from the first end-of-text on),
+      sum_logprob [batch] f32, no_speech_prob [batch] f32.
+    """
+    model = Whisper(config)
+    prefix = np.asarray(options.prefix, np.int32)
+    n_prefix = len(prefix)
+    max_new = min(options.max_new_tokens, config.n_text_ctx - n_prefix)
+    if max_new < 1:
+        raise ValueError(f"prefix of {n_prefix} tokens leaves no room in {config.n_text_ctx} positions")
+    suppress = _bias(options.suppress_tokens, config.n_vocab)
+    begin = suppress + _bias(options.suppress_at_begin, config.n_vocab)
+    ts = options.timestamps
+    if ts is not None:
+        begin = np.where(first_step_mask(ts, config.n_vocab), -np.inf, begin).astype(np.float32)
+    eot = options.eot
+    sot_index = 0  # the prefix starts with sot: no previous-text prompt here
+
+    def decode(params, mel, valid):
+        with intercept() if intercept is not None else contextlib.nullcontext():
+            return _decode(params, mel, valid)
+
+    def pick(logits, done):
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        lp = jnp.take_along_axis(log_probs, nxt[:, None], axis=-1)[:, 0]
+        return jnp.where(done, eot, nxt), jnp.where(done, 0.0, lp)
+
+    def _decode(params, mel, valid):
+        variables = {"params": params}
+        batch = mel.shape[0]
+
+        # Row by row, as in make_greedy_decoder (bitwise the same rows whatever the batch).
+        def encode_row(m):
+            enc = model.apply(variables, m[None], method=Whisper.encode)
+            return model.apply(variables, enc, method=Whisper.cross_kv)
+
+        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
+        cache = init_kv_cache(config, batch, config.n_text_ctx)
+        tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, n_prefix))
+        logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
+        no_speech = jax.nn.softmax(logits[:, sot_index].astype(jnp.float32), axis=-1)[:, options.no_speech]
+        first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid)
+        out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)
+        last_ts = jnp.where(first >= ts.begin, first, -1) if ts is not None else jnp.full((batch,), -1)
+
+        def cond(state):
+            step, _, _, _, done, _, _, _ = state
+            return (step < max_new) & ~jnp.all(done)
+
+        def body(state):
+            step, last, penultimate, cache, done, out, sum_lp, last_ts = state
+            logits, cache = model.apply(
+                variables, last[:, None], cross, cache, n_prefix + step - 1, method=Whisper.decode
+            )
+            logits = logits[:, 0].astype(jnp.float32) + suppress
+            if ts is not None:
+                logits = apply_timestamp_rules(logits, last, penultimate, last_ts, ts)
+            nxt, lp = pick(logits, done)
+            out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
+            if ts is not None:
+                last_ts = jnp.where(~done & (nxt >= ts.begin), nxt, last_ts)
+            return step + 1, nxt, last, cache, done | (nxt == eot), out, sum_lp + lp, last_ts
+
+        state = (jnp.int32(1), first, first, cache, first == eot, out, sum_lp, last_ts)
+        _, _, _, _, _, out, sum_lp, _ = jax.lax.while_loop(cond, body, state)
+        return out, sum_lp, no_speech
+
+    return jax.jit(decode)

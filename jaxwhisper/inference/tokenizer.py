@@ -74,6 +74,19 @@ class WhisperTokenizer:
         return self._required("<|notimestamps|>")
 
     @functools.cached_property
+    def timestamp_begin(self) -> int:
+        """`<|0.00|>`: the id after `<|notimestamps|>` (as CTranslate2 takes it). The
+        CTranslate2 packages' tokenizer.json lacks the timestamp tokens; their
+        vocabulary.txt, where present, must agree."""
+        begin = self.no_timestamps + 1
+        vocab = self.path.parent / "vocabulary.txt"
+        if vocab.exists():
+            lines = vocab.read_text(encoding="utf-8").split("\n")
+            if len(lines) <= begin or lines[begin] != "<|0.00|>":
+                raise ValueError(f"{vocab}: id {begin} is not <|0.00|>")
+        return begin
+
+    @functools.cached_property
     def special_ids(self) -> dict[str, Optional[int]]:
         names = ("transcribe", "translate", "startoflm", "startofprev")
         ids = {n: self._id(f"<|{n}|>") for n in names}

@@ -2,7 +2,9 @@
 
 Inputs are read in order; each one either becomes a transcript or an error record naming
 the input and the cause, never silently dropped. Valid clips are batched to a fixed batch
-size (the last batch is padded), so the jitted features + decoder compile once.
+size (the last batch is padded), so the jitted features + decoder compile once. Recordings
+over 30 s (and every input when timestamps are asked for) are transcribed long-form
+(`longform.py`), their windows batched across files.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from jax.sharding import PartitionSpec as P
 from jaxwhisper.data.audio import AudioError, load_audio
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
 from jaxwhisper.data.sources import DataSpecError, read_jsonl
-from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
+from jaxwhisper.inference.decoding import (
+    DecodeOptions,
+    SegmentOptions,
+    make_greedy_decoder,
+    make_segment_decoder,
+    strip_tokens,
+)
+from jaxwhisper.inference.longform import LongformDecoder, LongformOptions, LongformResult
+from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S, TimestampIds
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.base import LoadedModel
 
@@ -70,41 +80,6 @@ def read_inputs(inputs: Iterable[str]) -> list[Utterance]:
     return out
 
 
-def chunk_audio(audio: np.ndarray, stride_s: float = 5.0) -> list[np.ndarray]:
-    """Splits audio into 30 s windows that overlap by `2 * stride_s` (whisper-jax's scheme).
-
-    A clip that fits one window is returned whole. Window k starts at k * (30 - 2 * stride_s)
-    seconds; the last window ends at the end of the clip. Every sample is in some window.
-    """
-    n = audio.shape[0]
-    if n <= N_SAMPLES:
-        return [audio]
-    step = N_SAMPLES - 2 * int(stride_s * SAMPLE_RATE)
-    if step <= 0:
-        raise ValueError(f"stride of {stride_s} s leaves no step in a 30 s window")
-    starts = list(range(0, n - N_SAMPLES, step)) + [n - N_SAMPLES]
-    return [audio[s : s + N_SAMPLES] for s in starts]
-
-
-def merge_overlapping(sequences: list[list[int]]) -> list[int]:
-    """Joins token sequences of overlapping windows at their best-matching overlap.
-
-    For each next sequence, the overlap length i maximises the fraction of positions where
-    the last i tokens so far equal the first i new ones (ties go to the longer overlap;
-    fewer than 2 matches means no overlap), as in transformers' chunked ASR pipeline.
-    """
-    merged = list(sequences[0]) if sequences else []
-    for new in sequences[1:]:
-        best_i, best = 0, 0.0
-        for i in range(1, min(len(merged), len(new)) + 1):
-            matches = int(np.sum(np.asarray(merged[-i:]) == np.asarray(new[:i])))
-            score = matches / i + i / 10000.0
-            if matches > 1 and score > best:
-                best_i, best = i, score
-        merged.extend(new[best_i:])
-    return merged
-
-
 def _read_ahead(pool, fn, items, depth: int):
     """`map(fn, items)` in order, with at most `depth` calls running ahead of the consumer
     (Executor.map would submit every item at once and hold all the audio in memory)."""
@@ -130,6 +105,13 @@ class Transcriber:
       intercept: `() -> context manager` entered while tracing the decoder (fake-quantized
         activations: `jaxwhisper.quant.fakequant.activation_interceptor`).
       devices: local devices to shard rows over (default: all of this host's).
+      long_form: algorithm for recordings over 30 s ("sequential" or "windows", see
+        `jaxwhisper.inference.longform`).
+      timestamps: decode every input as long-form (short ones are one window) and give
+        segments with start/end times.
+      no_speech_threshold, log_prob_threshold, compression_ratio_threshold: long-form
+        checks (None turns one off), faster-whisper's defaults.
+      max_initial_timestamp_s: latest first timestamp of a window.
     """
 
     def __init__(
@@ -142,6 +124,12 @@ class Transcriber:
         sort_window: Optional[int] = None,
         intercept: Optional[Callable] = None,
         devices: Optional[list] = None,
+        long_form: str = "sequential",
+        timestamps: bool = False,
+        no_speech_threshold: Optional[float] = 0.6,
+        log_prob_threshold: Optional[float] = -1.0,
+        compression_ratio_threshold: Optional[float] = 2.4,
+        max_initial_timestamp_s: float = 1.0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -171,6 +159,48 @@ class Transcriber:
 
         self._run = self._per_device(run)
         self.set_params(model.params)
+        self.longform = LongformOptions(
+            long_form, no_speech_threshold, log_prob_threshold, compression_ratio_threshold
+        )
+        self.timestamps = timestamps
+        self._intercept = intercept
+        self._max_initial_index = round(max_initial_timestamp_s / TIME_PRECISION_S)
+        self._mel_run = None
+
+    def _decode_windows(self, mel: np.ndarray, valid: np.ndarray):
+        """Dispatches one batch of long-form windows [batch, n_mels, 3000] (compiled on first use);
+        `valid` [batch] marks the rows that hold a window."""
+        if self._mel_run is None:
+            tok, c = self.tokenizer, self.model.config
+            ids = None
+            prefix = tok.prefix
+            if self.longform.mode == "sequential":
+                ids = TimestampIds(
+                    tok.timestamp_begin, c.n_vocab - 1, tok.eot, tok.no_timestamps, self._max_initial_index
+                )
+                prefix = prefix[:-1]  # no <|notimestamps|>
+            no_speech = tok.special_ids["no_speech"]
+            if no_speech is None:
+                raise ValueError(f"{tok.path}: tokenizer has no <|nospeech|> or <|nocaptions|>")
+            options = SegmentOptions(
+                prefix, tok.eot, no_speech, tok.suppress_tokens, tok.suppress_at_begin, ids
+            )
+            decoder = make_segment_decoder(c, options, self._intercept)
+            self._mel_run = self._per_device(decoder)
+        put = functools.partial(jax.device_put, device=self._rows)
+        return self._mel_run(self.params, put(mel), put(valid))
+
+    def _longform_decoder(self) -> LongformDecoder:
+        tok = self.tokenizer
+        return LongformDecoder(
+            self._decode_windows,
+            self.batch_size,
+            self.model.config.n_mels,
+            tok.eot,
+            tok.timestamp_begin,
+            tok.decode,
+            self.longform,
+        )
 
     def _per_device(self, fn: Callable) -> Callable:
         """`fn(params, *row arrays)` jitted so that each device runs it on its own rows.
@@ -205,28 +235,34 @@ class Transcriber:
     def decode_stream(self, items: Iterable) -> Iterator[tuple[int, object]]:
         """Decodes `(key, audio | Exception)` items; yields `(key, token ids | Exception)`.
 
-        Clips longer than 30 s are split into overlapping windows (`chunk_audio`); their rows
-        share a batch with other clips and are merged when all have been decoded. Rows are
-        gathered `sort_window` at a time and batched by length. Results come back in
+        Long-form recordings give the text ids of all their segments; see `decode_results`.
+        """
+        for key, result in self.decode_results(items):
+            yield key, result.tokens(self.tokenizer.eot) if isinstance(result, LongformResult) else result
+
+    def decode_results(self, items: Iterable) -> Iterator[tuple[int, object]]:
+        """Decodes `(key, audio | Exception)` items; yields `(key, ids | LongformResult | Exception)`.
+
+        Clips of at most 30 s (without `timestamps`) are decoded as one window without
+        timestamps: rows are gathered `sort_window` at a time and batched by length.
+        Longer recordings (every input with `timestamps`) go to the long-form decoder
+        (`longform.py`), whose batches hold windows of many files. Results come back in
         completion order; batches are dispatched asynchronously, so the next clips are read
         while the device works.
         """
-        rows: list[tuple[int, int, np.ndarray]] = []  # (key, window index, samples)
-        parts: dict[int, list] = {}
+        rows: list[tuple[int, np.ndarray]] = []  # (key, samples)
         in_flight = None
 
         def finish(flight):
             tokens, batch_rows = flight
-            out = []
-            for (key, k, _), ids in zip(batch_rows, strip_tokens(np.asarray(tokens), self.tokenizer.eot)):
-                parts[key][k] = ids
-                if all(p is not None for p in parts[key]):
-                    out.append((key, merge_overlapping(parts.pop(key))))
-            return out
+            return [
+                (key, ids)
+                for (key, _), ids in zip(batch_rows, strip_tokens(np.asarray(tokens), self.tokenizer.eot))
+            ]
 
         def dispatch():
             nonlocal rows, in_flight
-            flight = (self._run(self.params, *self._batch_arrays([c for _, _, c in rows])), rows)
+            flight = (self._run(self.params, *self._batch_arrays([c for _, c in rows])), rows)
             rows = []
             ready = finish(in_flight) if in_flight is not None else []
             in_flight = flight
@@ -235,33 +271,56 @@ class Transcriber:
         def flush_pool():
             # Longest first, so that rows of a batch finish decoding at about the same step:
             # the while loop runs until its slowest row is done.
-            pool.sort(key=lambda r: -r[2].shape[0])
+            pool.sort(key=lambda r: -r[1].shape[0])
             while len(pool) >= self.batch_size or (pool and final):
                 rows.extend(pool[: self.batch_size])
                 del pool[: self.batch_size]
                 yield from dispatch()
 
-        pool: list[tuple[int, int, np.ndarray]] = []
+        pool: list[tuple[int, np.ndarray]] = []
         final = False
+        longform = self._longform_decoder()
         for key, audio in items:
             if isinstance(audio, Exception):
                 yield key, audio
                 continue
-            windows = chunk_audio(audio)
-            parts[key] = [None] * len(windows)
-            pool.extend((key, k, w) for k, w in enumerate(windows))
+            if self.timestamps or audio.shape[0] > N_SAMPLES:
+                longform.add(key, audio)
+                yield from longform.pump()
+                continue
+            pool.append((key, audio))
             if len(pool) >= self.sort_window:
                 yield from flush_pool()
         final = True
         yield from flush_pool()
         if in_flight is not None:
             yield from finish(in_flight)
+        yield from longform.pump(final=True)
+
+    def text(self, result) -> str:
+        """Transcript of a `decode_results` result (segments joined as faster-whisper does)."""
+        if isinstance(result, LongformResult):
+            return "".join(self.tokenizer.decode(s.tokens) for s in result.segments).strip()
+        return self.tokenizer.decode(result).strip()
+
+    def segments(self, result) -> list[dict]:
+        """`[{"start", "end", "text"}]` (seconds) of a long-form result; [] for a short one."""
+        if not isinstance(result, LongformResult):
+            return []
+        return [
+            {
+                "start": round(s.start, 2),
+                "end": round(s.end, 2),
+                "text": self.tokenizer.decode(s.tokens).strip(),
+            }
+            for s in result.segments
+        ]
 
     def transcribe_arrays(self, clips: list[np.ndarray]) -> list[str]:
         """Transcripts of in-memory 16 kHz mono clips, in order."""
         texts: dict[int, str] = {}
-        for key, ids in self.decode_stream(enumerate(clips)):
-            texts[key] = self.tokenizer.decode(ids).strip()
+        for key, result in self.decode_results(enumerate(clips)):
+            texts[key] = self.text(result)
         return [texts[i] for i in range(len(clips))]
 
     def transcribe(
@@ -290,13 +349,19 @@ class Transcriber:
         next_out = 0
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             loaded = _read_ahead(pool, load, enumerate(utterances), depth=2 * self.batch_size)
-            for i, result in self.decode_stream(loaded):
+            for i, result in self.decode_results(loaded):
                 u = utterances[i]
                 if isinstance(result, Exception):
                     done[i] = {"id": u.id, "audio": u.audio, "text": None, "error": str(result)}
                 else:
-                    text = self.tokenizer.decode(result).strip()
-                    done[i] = {"id": u.id, "audio": u.audio, "text": text, "duration_s": durations[i]}
+                    done[i] = {
+                        "id": u.id,
+                        "audio": u.audio,
+                        "text": self.text(result),
+                        "duration_s": durations[i],
+                    }
+                    if self.timestamps:
+                        done[i]["segments"] = self.segments(result)
                 while next_out in done:
                     rec = done.pop(next_out)
                     if on_result:

@@ -1,0 +1,289 @@
+"""Long-form transcription: recordings of any length as 30 s windows, batched across files.
+
+Two algorithms, both faster-whisper's (`WhisperModel.generate_segments`), on the log-mel of
+the whole recording (`log_mel_recording`), each window a slice of `min(3000, content_frames
+- seek)` frames padded with zeros to 3000:
+
+* `"windows"` (faster-whisper's `without_timestamps=True`): consecutive, non-overlapping
+  windows decoded without timestamps; every window is independent, so all of a file's
+  windows can share one batch.
+* `"sequential"` (OpenAI's and faster-whisper's default): windows decoded with timestamps;
+  the text is split into segments at consecutive timestamp pairs, and the next window starts
+  at the last complete timestamp (a single trailing timestamp, meaning no speech after it, or
+  no timestamp at all consumes the window). Nothing between windows is lost or repeated.
+  A file has one window in flight at a time; the batch is filled with other files' windows,
+  each row one file at its current seek, refilled as files advance.
+
+Options as faster-whisper's: a window is skipped as silence when its no-speech probability
+exceeds `no_speech_threshold` unless its average log-prob exceeds `log_prob_threshold`. With
+greedy decoding only, a compression ratio above `compression_ratio_threshold` (a repetition
+loop) cannot trigger faster-whisper's temperature fallback: the window is kept and logged, as
+faster-whisper keeps it at temperature 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import zlib
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from jaxwhisper.data.features import HOP, N_FRAMES, SAMPLE_RATE, log_mel_recording
+from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S
+
+log = logging.getLogger(__name__)
+
+MODES = ("sequential", "windows")
+FRAME_S = HOP / SAMPLE_RATE  # 0.01 s per mel frame
+INPUT_STRIDE = 2  # mel frames per encoder position (one timestamp step)
+
+
+@dataclasses.dataclass
+class Segment:
+    """A stretch of a recording and its text tokens (timestamps removed on output).
+
+    `avg_logprob`, `no_speech_prob` and `compression_ratio` describe the window it came from.
+    """
+
+    start: float
+    end: float
+    tokens: list[int]
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+
+
+@dataclasses.dataclass
+class LongformResult:
+    """The segments of one recording, in order (empty and zero-length ones dropped)."""
+
+    segments: list[Segment]
+
+    def tokens(self, eot: int) -> list[int]:
+        """Text ids of all segments (timestamps and other special ids removed)."""
+        return [t for s in self.segments for t in s.tokens if t < eot]
+
+
+@dataclasses.dataclass(frozen=True)
+class LongformOptions:
+    """Long-form settings (faster-whisper's defaults, greedy, no previous-text prompt)."""
+
+    mode: str = "sequential"
+    no_speech_threshold: Optional[float] = 0.6
+    log_prob_threshold: Optional[float] = -1.0
+    compression_ratio_threshold: Optional[float] = 2.4
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"long-form mode must be one of {MODES}, got {self.mode!r}")
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes over zlib-compressed bytes of `text` (OpenAI's repetition measure)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def window_features(features: np.ndarray, seek: int) -> tuple[np.ndarray, int]:
+    """The window of `features` [n_mels, frames] at frame `seek`, padded to 3000 frames.
+
+    Returns:
+      (mel [n_mels, 3000], segment_size): `segment_size` content frames of the window.
+    """
+    content = features.shape[-1] - 1
+    size = min(N_FRAMES, content - seek)
+    mel = np.zeros((features.shape[0], N_FRAMES), np.float32)
+    mel[:, :size] = features[:, seek : seek + size]
+    return mel, size
+
+
+def split_by_timestamps(
+    tokens: list[int], timestamp_begin: int, seek: int, segment_size: int
+) -> tuple[list[Segment], int]:
+    """Segments of one window's tokens and the next seek (faster-whisper's rules).
+
+    Args:
+      tokens: the window's generated ids up to (excluding) end-of-text.
+      timestamp_begin: id of `<|0.00|>`.
+      seek: the window's first mel frame in the recording.
+      segment_size: its content frames.
+
+    Returns:
+      (segments with absolute start/end in seconds, next seek in frames).
+    """
+    offset = seek * FRAME_S
+    is_ts = [t >= timestamp_begin for t in tokens]
+    single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
+    consecutive = [i for i in range(1, len(tokens)) if is_ts[i] and is_ts[i - 1]]
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_ending else [])
+        segments, last = [], 0
+        for cut in slices:
+            part = tokens[last:cut]
+            segments.append(
+                Segment(
+                    start=offset + (part[0] - timestamp_begin) * TIME_PRECISION_S,
+                    end=offset + (part[-1] - timestamp_begin) * TIME_PRECISION_S,
+                    tokens=part,
+                )
+            )
+            last = cut
+        if single_ending:
+            return segments, seek + segment_size
+        # The text after the last complete pair is unfinished: decode it again from there.
+        return segments, seek + (tokens[last - 1] - timestamp_begin) * INPUT_STRIDE
+    duration = segment_size * FRAME_S
+    stamps = [t for t in tokens if t >= timestamp_begin]
+    if stamps and stamps[-1] != timestamp_begin:
+        duration = (stamps[-1] - timestamp_begin) * TIME_PRECISION_S
+    return [Segment(start=offset, end=offset + duration, tokens=tokens)], seek + segment_size
+
+
+class _File:
+    def __init__(self, key, features: np.ndarray, mode: str):
+        self.key = key
+        self.features = features
+        self.content = features.shape[-1] - 1
+        self.mode = mode
+        self.seek = 0
+        # windows mode: every window's seek is known up front, results land by window index
+        self.pending = list(range(0, self.content, N_FRAMES)) if mode == "windows" else []
+        self.results: dict[int, list[Segment]] = {}
+        self.in_flight = 0
+
+    def done(self) -> bool:
+        if self.mode == "windows":
+            return not self.pending and not self.in_flight
+        return self.seek >= self.content and not self.in_flight
+
+    def segments(self) -> list[Segment]:
+        return [s for k in sorted(self.results) for s in self.results[k]]
+
+
+class LongformDecoder:
+    """Feeds files' windows to a batched decoder and turns its output into segments.
+
+    Args:
+      run: `run(mel [batch, n_mels, 3000] f32, valid [batch] bool) -> (tokens, sum_logprob,
+        no_speech_prob)`, dispatched asynchronously (device arrays; read when the batch is
+        finished).
+      batch_size: rows per call; partial batches are padded with zeros (`valid` False).
+      n_mels: mel bins of the model.
+      eot, timestamp_begin: ids.
+      decode_text: ids -> text (for the compression ratio).
+      options: mode and thresholds.
+    """
+
+    def __init__(
+        self,
+        run: Callable,
+        batch_size: int,
+        n_mels: int,
+        eot: int,
+        timestamp_begin: int,
+        decode_text: Callable[[list[int]], str],
+        options: LongformOptions,
+    ):
+        self.run, self.batch_size, self.n_mels = run, batch_size, n_mels
+        self.eot, self.timestamp_begin, self.decode_text = eot, timestamp_begin, decode_text
+        self.options = options
+        self.ready: collections.deque = collections.deque()  # (file, seek) rows to decode
+        self.in_flight = None
+        self.finished: list[_File] = []  # files with no window at all (under 10 ms)
+
+    def add(self, key, audio: np.ndarray) -> None:
+        """Queues a recording (mono 16 kHz samples [n_samples])."""
+        self.add_features(key, log_mel_recording(audio, self.n_mels))
+
+    def add_features(self, key, features: np.ndarray) -> None:
+        """Queues a recording by its log-mel [n_mels, content frames + 1] (`log_mel_recording`)."""
+        f = _File(key, features, self.options.mode)
+        self._queue(f)
+        if f.done():
+            self.finished.append(f)
+
+    def _queue(self, f: _File) -> None:
+        if f.mode == "windows":
+            self.ready.extend((f, s) for s in f.pending)
+            f.in_flight += len(f.pending)
+            f.pending = []
+        elif f.seek < f.content:
+            self.ready.append((f, f.seek))
+            f.in_flight += 1
+
+    def pump(self, final: bool = False) -> Iterator[tuple[object, LongformResult]]:
+        """Dispatches full batches (all remaining rows when `final`); yields finished files."""
+        while self.finished:
+            f = self.finished.pop(0)
+            yield f.key, self._result(f)
+        while True:
+            if len(self.ready) >= self.batch_size:
+                yield from self._dispatch()
+            elif final and self.in_flight is not None:
+                # Wait for the batch in flight: its files' next windows fill the next batch.
+                flight, self.in_flight = self.in_flight, None
+                yield from self._finish(flight)
+            elif final and self.ready:
+                yield from self._dispatch()
+            else:
+                return
+
+    def _dispatch(self):
+        rows = [self.ready.popleft() for _ in range(min(self.batch_size, len(self.ready)))]
+        mel = np.zeros((self.batch_size, self.n_mels, N_FRAMES), np.float32)
+        sizes = []
+        for i, (f, seek) in enumerate(rows):
+            mel[i], size = window_features(f.features, seek)
+            sizes.append(size)
+        valid = np.arange(self.batch_size) < len(rows)
+        flight = (self.run(mel, valid), rows, sizes)
+        previous, self.in_flight = self.in_flight, flight
+        if previous is not None:
+            yield from self._finish(previous)
+
+    def _finish(self, flight):
+        (tokens, sum_lp, no_speech), rows, sizes = flight
+        tokens, sum_lp, no_speech = np.asarray(tokens), np.asarray(sum_lp), np.asarray(no_speech)
+        for i, ((f, seek), size) in enumerate(zip(rows, sizes)):
+            f.in_flight -= 1
+            row = tokens[i].tolist()
+            ids = row[: row.index(self.eot)] if self.eot in row else row
+            f.results[seek], next_seek = self._segments(
+                f, ids, float(sum_lp[i]), float(no_speech[i]), seek, size
+            )
+            if f.mode == "sequential":
+                # A last complete pair at the window's first frame would decode the same
+                # window forever (faster-whisper would loop): move on by the window instead.
+                f.seek = next_seek if next_seek > seek else seek + size
+                self._queue(f)
+            if f.done():
+                yield f.key, self._result(f)
+
+    def _result(self, f: _File) -> LongformResult:
+        # faster-whisper drops segments of zero length or without text
+        kept = [s for s in f.segments() if s.start != s.end and self.decode_text(s.tokens).strip()]
+        return LongformResult(kept)
+
+    def _segments(self, f, ids, sum_lp, no_speech, seek, size):
+        o = self.options
+        avg_logprob = sum_lp / (len(ids) + 1)
+        if o.no_speech_threshold is not None and no_speech > o.no_speech_threshold:
+            if o.log_prob_threshold is None or avg_logprob <= o.log_prob_threshold:
+                return [], seek + size  # silence: skip the window
+        ratio = compression_ratio(self.decode_text(ids).strip())
+        if o.compression_ratio_threshold is not None and ratio > o.compression_ratio_threshold:
+            log.warning(
+                "%s: the window at %.1f s looks repetitive (compression ratio %.2f > %.2f); "
+                "kept, as greedy decoding has no temperature fallback",
+                f.key,
+                seek * FRAME_S,
+                ratio,
+                o.compression_ratio_threshold,
+            )
+        segments, next_seek = split_by_timestamps(ids, self.timestamp_begin, seek, size)
+        for s in segments:
+            s.avg_logprob, s.no_speech_prob, s.compression_ratio = avg_logprob, no_speech, ratio
+        return segments, next_seek
