@@ -75,9 +75,9 @@ def test_sequential_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(
     """Through `Transcriber.transcribe` with `timestamps`: the JSONL records' segments."""
     theirs = [fw_segments(fw_model, r.audio, without_timestamps=False) for r in recordings]
     utterances = []
-    for r in recordings:
-        sf.write(tmp_path / f"{r.id}.wav", r.audio, 16000, subtype="FLOAT")
-        utterances.append(Utterance(r.id, str(tmp_path / f"{r.id}.wav")))
+    for k, r in enumerate(recordings):  # both recordings are "long_000" of their own group
+        sf.write(tmp_path / f"rec{k}.wav", r.audio, 16000, subtype="FLOAT")
+        utterances.append(Utterance(f"rec{k}", str(tmp_path / f"rec{k}.wav")))
     t = Transcriber(tiny_en, batch_size=2, long_form="sequential", timestamps=True)
     mine = [(rec["text"], rec["segments"]) for rec in t.transcribe(utterances)]
     refs = [r.text for r in recordings]
