@@ -26,3 +26,12 @@ def tiny_en():
     from jaxwhisper.models.weights.resolve import resolve_model
 
     return resolve_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def hub_standins(tmp_path_factory) -> Path:
+    """Parquet stand-ins of the paper's corpora in their hub schemas (tests/hub_standins.py),
+    4 shards per split, written once per session."""
+    from hub_standins import write_all
+
+    return write_all(tmp_path_factory.mktemp("hub"), n_shards=4)
