@@ -1,8 +1,9 @@
 """Evaluation sets: the rows of a data spec with a reference, decoded once, held in memory.
 
 One `EvalSet` serves every consumer of whole sets: evaluation and validation (each process
-its share, `process_rows`), calibration and the outlier analysis (the first N clips, on
-every process). Unusable rows are counted by reason and logged, never silently lost.
+its share, `streaming.host_rows`: rows i % P == p of a map-style source, a streaming one's
+own shards), calibration and the outlier analysis (the first N clips, on every process).
+Unusable rows are counted by reason and logged, never silently lost.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from jaxwhisper.data.audio import AudioError, decode_audio
-from jaxwhisper.data.sources import parse_spec, process_rows
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.streaming import host_rows
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def load_eval_set(
     """
     src = parse_spec(spec)
     out = EvalSet(name=src.name, spec=spec)
-    for _, row in process_rows(src, process_index, process_count, max_examples):
+    for _, row in host_rows(src, process_index, process_count, max_examples):
         if row.error or row.drop:
             out.skipped["bad_row" if row.error else "text_rule"] += 1
             log.warning("%s: skipped (%s)", row.origin, row.error or row.drop)

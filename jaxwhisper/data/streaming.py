@@ -438,3 +438,33 @@ def make_loader(sources: Sequence[Source], batch: BatchConfig, *args, decode_wor
     if any(s.streaming for s in sources):
         return StreamLoader(sources, batch, *args, decode_workers=decode_workers, **kwargs)
     return BatchLoader(sources, batch, *args, **kwargs)
+
+
+def host_rows(
+    src: Source, process_index: int = 0, process_count: int = 1, max_rows: int = 0
+) -> Iterator[tuple[int, object]]:
+    """One pass over this process's rows of `src`, as `(i, row)`, for whole-set readers
+    (evaluation, validation, pseudo-labelling).
+
+    Map-style: `sources.process_rows` (rows i % P == p among the first `max_rows`).
+    Streaming: this host's shards, read once (`max_rows` caps each host at its share,
+    max_rows // P, rounded up for the first hosts); a set with fewer shards than hosts (a
+    small validation split) is read whole by every host, which keeps rows i % P == p.
+    """
+    from jaxwhisper.data.sources import process_rows
+
+    base = src
+    while hasattr(base, "base"):
+        base = base.base
+    if not src.streaming or base.ds.num_shards < process_count:
+        yield from process_rows(src, process_index, process_count, max_rows)
+        return
+    stream = open_stream(src, process_index, process_count, seed=0)
+    cap = len(range(process_index, max_rows, process_count)) if max_rows else 0
+    i = 0
+    while not cap or i < cap:
+        row = stream.pull()
+        if row is None:
+            return
+        yield i, row
+        i += 1

@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Optional
 
 from jaxwhisper.data.audio import AudioError, decode_audio
 from jaxwhisper.data.labels import labels_path, resume_labels
-from jaxwhisper.data.sources import Source, process_rows
+from jaxwhisper.data.sources import Source
+from jaxwhisper.data.streaming import host_rows
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 
@@ -49,7 +50,7 @@ def pseudo_label(
     refs, hyps = [], []
 
     def items() -> Iterator[tuple[int, object]]:
-        for i, raw in process_rows(source, process_index, process_count):
+        for i, raw in host_rows(source, process_index, process_count):
             if raw.id in done:
                 stats["skipped_existing"] += 1
                 continue

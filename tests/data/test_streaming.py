@@ -128,3 +128,43 @@ def test_a_spec_with_fewer_shards_than_hosts_is_an_error(hub_standins):
     src = parse_spec(_spec(hub_standins).replace("*.parquet", "train-00000-of-00004.parquet"))
     with pytest.raises(ValueError, match="1 shard"):
         open_stream(src, 1, 2, seed=0)
+
+
+class _EchoTranscriber:
+    """Stands in for the model (decoding is tested elsewhere): each clip's "tokens" are its
+    sample count, decoded as that number."""
+
+    class tokenizer:
+        @staticmethod
+        def decode(tokens):
+            return str(tokens[0])
+
+    def decode_stream(self, items):
+        for key, audio in items:
+            yield key, audio if isinstance(audio, Exception) else [int(audio.shape[0])]
+
+
+def test_evaluation_and_pseudo_labels_read_each_hosts_shards_once_and_resume(hub_standins, tmp_path):
+    from jaxwhisper.data.eval_sets import load_eval_set
+    from jaxwhisper.data.labels import read_labels
+    from jaxwhisper.inference.pseudo_label import pseudo_label
+
+    spec = _spec(hub_standins)
+    sets = [load_eval_set(spec, 0, p, 2) for p in range(2)]
+    assert [len(s.ids) for s in sets] == [30, 29] and not set(sets[0].ids) & set(sets[1].ids)
+    assert sorted(sets[0].ids + sets[1].ids) == sorted(r.id for r in parse_spec(spec))
+    assert [len(load_eval_set(spec, 10, p, 2).ids) for p in range(2)] == [5, 5]
+
+    out = tmp_path / "labels"
+    src = parse_spec(spec)
+    first = pseudo_label(_EchoTranscriber(), src, out, 0, 2)
+    # Host 1 is killed after 7 rows (the last line cut short), then resumed.
+    pseudo_label(_EchoTranscriber(), src, out, 1, 2)
+    path = out / "labels-00001-of-00002.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:7]) + "\n" + lines[7][:10])
+    again = pseudo_label(_EchoTranscriber(), src, out, 1, 2)
+    assert (first["labelled"], again["skipped_existing"], again["labelled"]) == (30, 7, 22)
+    labels = read_labels(out)
+    assert sorted(labels) == sorted(r.id for r in src)
+    assert all(int(labels[i]["pseudo_text"]) > 0 for i in labels)
