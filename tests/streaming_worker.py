@@ -16,6 +16,7 @@ import time
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+os.environ["USE_TORCH"] = "0"  # else `datasets` imports torch (seconds) when it is installed
 
 
 def main(process_id: int, num_processes: int, port: int, spec: str, out: str, mode: str) -> None:
@@ -63,6 +64,10 @@ def main(process_id: int, num_processes: int, port: int, spec: str, out: str, mo
                 time.sleep(600)  # killed here
         if mode == "resume" and pos["epoch"] > 0:
             break
+    log.close()
+    # Skip the interpreter's slow teardown of the reader threads; the logs are closed.
+    jax.distributed.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

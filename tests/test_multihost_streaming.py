@@ -45,6 +45,17 @@ def _launch(spec, out, mode):
     ]
 
 
+def _wait_for_step(procs, path, step):
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if path.exists() and json.loads(path.read_text())["step"] == step:
+            return json.loads(path.read_text())
+        if any(p.poll() is not None for p in procs):
+            pytest.fail("a host ended early:\n" + "\n".join(p.communicate()[0][-2000:] for p in procs))
+        time.sleep(0.2)
+    pytest.fail(f"no position saved at step {step}")
+
+
 def _read(path):
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
@@ -65,24 +76,17 @@ def test_two_hosts_read_disjoint_shards_and_resume_after_a_kill(hub_standins, tm
     files = f"{hub_standins}/librispeech/train.clean.100/*.parquet"
     spec = f"librispeech@train.clean.100?data_files={files}&streaming=1&shuffle_buffer={buffer}"
     procs = _launch(spec, tmp_path, "run")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if (tmp_path / "position.json").exists() and json.loads((tmp_path / "position.json").read_text())[
-            "step"
-        ] == 6:
-            break
-        if any(p.poll() is not None for p in procs):
-            pytest.fail("a host ended early:\n" + "\n".join(p.communicate()[0][-2000:] for p in procs))
-        time.sleep(0.2)
-    else:
-        pytest.fail("no position saved at step 6")
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-    saved = json.loads((tmp_path / "position.json").read_text())
-
-    procs = _launch(spec, tmp_path, "resume")
-    outs = [p.communicate(timeout=120)[0] for p in procs]
+    try:
+        saved = _wait_for_step(procs, tmp_path / "position.json", 6)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        procs = _launch(spec, tmp_path, "resume")
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outs)
 
     passes = []

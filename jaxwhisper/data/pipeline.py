@@ -329,6 +329,7 @@ class BatchLoader:
       validation: limits of usable examples.
       prefix, eot, encode: the tokenizer's forced prefix, end-of-text id and text encoder.
       process_index, process_count: this process's slice of every global batch.
+      decode_workers: threads that decode and validate a batch's rows in parallel.
     """
 
     def __init__(
@@ -342,6 +343,7 @@ class BatchLoader:
         validation: ValidationConfig = ValidationConfig(),
         process_index: int = 0,
         process_count: int = 1,
+        decode_workers: int = 1,
     ):
         if batch.global_batch % process_count:
             raise ValueError(
@@ -361,25 +363,43 @@ class BatchLoader:
         self.process_index, self.process_count = process_index, process_count
         self.local_batch = batch.global_batch // process_count
         self.drops = DropCounter()
+        self.decode_workers = decode_workers
 
     def rows_of_step(self, step: int) -> list[tuple[int, int, int]]:
         """(source, item, epoch) of this process's rows at `step`."""
         start = step * self.batch.global_batch + self.process_index * self.local_batch
         return self.order.draws(start, self.local_batch)
 
-    def load_step(self, step: int) -> dict:
+    def load_step(self, step: int, pool=None) -> dict:
         """The batch of `step`: numpy arrays, this process's rows only (`assemble_batch`)."""
         rows = self.rows_of_step(step)
         items = [(self.sources[s].name, self.sources[s][i]) for s, i, _ in rows]
         out = assemble_batch(
-            items, self.batch.max_label_len, self.validation, self.prefix, self.eot, self.encode, self.drops
+            items,
+            self.batch.max_label_len,
+            self.validation,
+            self.prefix,
+            self.eot,
+            self.encode,
+            self.drops,
+            pool,
         )
         out.update(step=step, epoch=rows[0][2] if rows else 0)
         return out
 
     def iter_from_step(self, step: int, prefetch: int = 2) -> Iterator[dict]:
         """Batches from `step` on, read `prefetch` steps ahead in a background thread."""
-        return prefetched(lambda s: self.load_step(s), step, prefetch)
+        pool = decode_pool(self.decode_workers)
+        return prefetched(lambda s: self.load_step(s, pool), step, prefetch)
+
+
+def decode_pool(workers: int):
+    """Threads that decode a batch's rows in parallel (None for one: decoded in order)."""
+    if workers <= 1:
+        return None
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
 
 
 def _validate(item, validation: ValidationConfig, encode):
@@ -421,6 +441,7 @@ def assemble_batch(
         "valid": np.zeros((n,), np.float32),
         "ids": [],
     }
+
     def work(item):
         return _validate(item, validation, encode)
 

@@ -35,7 +35,6 @@ What is guaranteed (tested in tests/data/test_streaming.py and tests/test_multih
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
 import dataclasses
@@ -51,6 +50,7 @@ from jaxwhisper.data.pipeline import (
     MixtureOrder,
     ValidationConfig,
     assemble_batch,
+    decode_pool,
     prefetched,
 )
 from jaxwhisper.data.sources import (
@@ -418,11 +418,7 @@ class StreamLoader:
             self.load(state)
         if self.step != step:
             raise ValueError(f"no saved data position for step {step} (the streams are at step {self.step})")
-        pool = (
-            concurrent.futures.ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode")
-            if self.decode_workers > 1
-            else None
-        )
+        pool = decode_pool(self.decode_workers)
 
         def load(s: int) -> dict:
             assert s == self.step, (s, self.step)
@@ -431,12 +427,12 @@ class StreamLoader:
         return prefetched(load, step, prefetch)
 
 
-def make_loader(sources: Sequence[Source], batch: BatchConfig, *args, decode_workers: int = 1, **kwargs):
+def make_loader(sources: Sequence[Source], batch: BatchConfig, *args, **kwargs):
     """A `StreamLoader` when any source streams, else the step-exact `BatchLoader`."""
     from jaxwhisper.data.pipeline import BatchLoader
 
     if any(s.streaming for s in sources):
-        return StreamLoader(sources, batch, *args, decode_workers=decode_workers, **kwargs)
+        return StreamLoader(sources, batch, *args, **kwargs)
     return BatchLoader(sources, batch, *args, **kwargs)
 
 

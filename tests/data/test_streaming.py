@@ -168,3 +168,25 @@ def test_evaluation_and_pseudo_labels_read_each_hosts_shards_once_and_resume(hub
     labels = read_labels(out)
     assert sorted(labels) == sorted(r.id for r in src)
     assert all(int(labels[i]["pseudo_text"]) > 0 for i in labels)
+
+
+def test_decode_workers_give_the_same_batches(hub_standins):
+    import numpy as np
+
+    src = parse_spec(_spec(hub_standins))
+    batches = []
+    for workers in (1, 3):
+        prefix, eot, encode = _tok()
+        loader = StreamLoader(
+            [src],
+            BatchConfig(global_batch=8, max_label_len=64, seed=3),
+            prefix,
+            eot,
+            encode,
+            decode_workers=workers,
+        )
+        batches.append(_take(loader.iter_from_step(0, prefetch=1), 2))
+    for a, b in zip(*batches):
+        assert a["ids"] == b["ids"]
+        np.testing.assert_array_equal(a["audio"], b["audio"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
