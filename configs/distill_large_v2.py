@@ -79,7 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "max_drop_fraction": 0.05,
             "seed": 0,
             "max_eval_examples": 2000,
-            # docs/streaming.md: decode workers per host to keep up with the step.
+            # docs/streaming.md: decode threads per host (8 x H100: 32).
             "decode_workers": 8,
         }
     )
