@@ -1,6 +1,12 @@
 """Is training bound by data or by compute? One run, 2 CPU cores.
 
     python bench/data_throughput.py [--manifest M] [--batch 8] [--steps 5]
+    python bench/data_throughput.py --streaming 'DIR/*.parquet' --workers 1,2,4 [--batch 32]
+
+With `--streaming`, only the host side of streaming training is measured: examples/s and
+audio s/s of `StreamLoader` (parquet shards read as a stream, FLAC decoded, validated,
+tokenised, labelled) with N decode workers each, and the batched log-mel on this machine's
+device (docs/streaming.md compares them with the accelerators' step rate).
 
 Measures, on real speech:
   1. the loader (decode + resample + validate + tokenise + labels): examples/s;
@@ -13,6 +19,7 @@ prefetch hides the loader).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +46,11 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--max-label-len", type=int, default=128)
+    p.add_argument("--streaming", help="a parquet glob in a hub schema (audio + text columns)")
+    p.add_argument("--workers", default="1,2,4", help="decode workers to try, comma-separated")
     args = p.parse_args()
+    if args.streaming:
+        return streaming(args)
 
     teacher = resolve_model("tiny.en")
     tok = WhisperTokenizer(teacher.tokenizer_dir, multilingual=False)
@@ -102,6 +113,44 @@ def main():
         f"log-mel inside the step (on device): {args.batch / jnp_feat_eps:.3f} s per batch, "
         f"{feat_share:.1%} of a step"
     )
+
+
+def streaming(args):
+    import numpy as np
+
+    from jaxwhisper.data.streaming import StreamLoader
+
+    teacher = resolve_model("tiny.en")
+    tok = WhisperTokenizer(teacher.tokenizer_dir, multilingual=False)
+    src = parse_spec(f"hf:local@train?data_files={args.streaming}&streaming=1")
+    cpus = os.cpu_count()
+    print(f"data: {args.streaming} ({src.num_rows} rows); batch {args.batch}; {cpus} CPUs; {jax.devices()}")
+    print(f"\n{'decode workers':<16}{'examples/s':>12}{'audio s/s':>12}")
+    for n in [int(x) for x in args.workers.split(",")]:
+        loader = StreamLoader(
+            [src],
+            BatchConfig(global_batch=args.batch, max_label_len=args.max_label_len),
+            tok.prefix,
+            tok.eot,
+            tok.encode,
+            decode_workers=n,
+        )
+        batches = loader.iter_from_step(0, prefetch=1)
+        first = next(batches)  # opens the shards, starts the pool
+        t, audio_s = time.perf_counter(), 0.0
+        for _ in range(args.steps):
+            b = next(batches)
+            audio_s += float(np.sum(b["audio_len"])) / 16000
+        dt = time.perf_counter() - t
+        batches.close()
+        print(f"{n:<16}{args.batch * args.steps / dt:>12.1f}{audio_s / dt:>12.1f}")
+    feat = jax.jit(lambda a, n: log_mel_batch(a, n))
+    feat(first["audio"], first["audio_len"]).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(3):
+        feat(first["audio"], first["audio_len"]).block_until_ready()
+    eps = 3 * args.batch / (time.perf_counter() - t)
+    print(f"{'log-mel, jnp batched on ' + jax.devices()[0].platform:<28}{eps:>12.1f}")
 
 
 if __name__ == "__main__":

@@ -11,22 +11,28 @@ Arguments (comma-separated `key=value` after the colon):
   steps: optimizer steps. The paper trains two epochs at an effective batch of 64; its step
     count and peak learning rate were lost in the text extraction, so set `steps` to
     2 * (examples in your mixture) / 64 and treat the rate below as a starting point.
+  data_dir: read every corpus from local parquet shards `DIR/CORPUS/SPLIT/*.parquet` (hub
+    schema) instead of the hub, still streaming (the README's local check of this config).
 
-Data: the training splits of the paper's four corpora, validated on their validation splits
-(the paper's selection rule: lowest mean validation WER). To train on the teacher's
+Data: the training splits of the paper's four corpora, streamed from the hub (each host
+reads its own parquet shards; the position is saved with every checkpoint, see
+jaxwhisper/data/streaming.py), validated on their validation splits (the paper's selection
+rule: lowest mean validation WER). To train on the teacher's
 pseudo-labels as distil-whisper does, run `jaxwhisper pseudo-label` per corpus and append
 `&pseudo_labels=DIR&max_wer=10` to the train specs.
 """
 
 import ml_collections
 
+# A shard holds consecutive utterances of few speakers: rows are drawn from a buffer of
+# 1000 per source and host (a resume skips what the buffer held; data/streaming.py).
 TRAIN = (
-    "peoples_speech@train?config=clean&streaming=1",
-    "common_voice@train?config=en&streaming=1",
-    "librispeech@train.clean.100?config=all&streaming=1",
-    "librispeech@train.clean.360?config=all&streaming=1",
-    "librispeech@train.other.500?config=all&streaming=1",
-    "voxpopuli@train?config=en&streaming=1",
+    "peoples_speech@train?config=clean&streaming=1&shuffle_buffer=1000",
+    "common_voice@train?config=en&streaming=1&shuffle_buffer=1000",
+    "librispeech@train.clean.100?config=all&streaming=1&shuffle_buffer=1000",
+    "librispeech@train.clean.360?config=all&streaming=1&shuffle_buffer=1000",
+    "librispeech@train.other.500?config=all&streaming=1&shuffle_buffer=1000",
+    "voxpopuli@train?config=en&streaming=1&shuffle_buffer=1000",
 )
 EVAL = (
     "peoples_speech@validation?config=clean",
@@ -36,9 +42,16 @@ EVAL = (
 )
 
 
+def _local(spec: str, data_dir: str) -> str:
+    """`spec` reading `data_dir/CORPUS/SPLIT/*.parquet` instead of the hub."""
+    corpus, _, rest = spec.partition("@")
+    split = rest.partition("?")[0]
+    return f"{spec}{'&' if '?' in spec else '?'}data_files={data_dir}/{corpus}/{split}/*.parquet"
+
+
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     opts = dict(kv.split("=", 1) for kv in arg.split(",") if kv)
-    unknown = set(opts) - {"encoder_layers", "gate", "fsdp", "steps"}
+    unknown = set(opts) - {"encoder_layers", "gate", "fsdp", "steps", "data_dir"}
     if unknown:
         raise ValueError(f"unknown config argument(s) {sorted(unknown)} for distill_large_v2.py")
     steps = int(opts.get("steps", 100_000))
@@ -55,16 +68,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             "remat": True,
         }
     )
+    local = (lambda s: _local(s, opts["data_dir"])) if opts.get("data_dir") else (lambda s: s)
     c.data = ml_collections.ConfigDict(
         {
-            "train": TRAIN,
-            "weights": (),  # proportional to size
-            "eval": EVAL,
+            "train": tuple(local(s) for s in TRAIN),
+            "weights": (),  # proportional to size (the hub's split sizes)
+            "eval": tuple(local(s) for s in EVAL),
             "max_label_len": 128,
             "max_audio_s": 30.0,
             "max_drop_fraction": 0.05,
             "seed": 0,
             "max_eval_examples": 2000,
+            # docs/streaming.md: decode threads per host (8 x H100: 32).
+            "decode_workers": 8,
         }
     )
     c.optimizer = ml_collections.ConfigDict(

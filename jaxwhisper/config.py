@@ -103,6 +103,8 @@ class DataConfig:
     max_drop_fraction: the run fails when more of the data seen so far is unusable.
     seed: data order seed.
     max_eval_examples: cap per validation set (0: all).
+    decode_workers: threads per host that decode and validate a batch's rows in parallel
+      (streaming sources; see docs/streaming.md for how many a host needs).
     """
 
     train: tuple = ()
@@ -113,8 +115,11 @@ class DataConfig:
     max_drop_fraction: float = 0.2
     seed: int = 0
     max_eval_examples: int = 0
+    decode_workers: int = 1
 
     def __post_init__(self):
+        if self.decode_workers < 1:
+            raise ConfigError(f"data.decode_workers is {self.decode_workers}; it must be >= 1")
         if self.weights and len(self.weights) != len(self.train):
             raise ConfigError(f"data.weights has {len(self.weights)} entries for {len(self.train)} sources")
 

@@ -32,3 +32,27 @@ def initialize(
     jax.distributed.initialize(
         coordinator_address, num_processes, process_id, initialization_timeout=timeout_s
     )
+
+
+def allgather_json(obj) -> list:
+    """`obj` (JSON-serialisable) of every process, in process order; every process calls it.
+
+    Per-host data positions go into the checkpoint this way: orbax writes the JSON metadata
+    from the primary host only.
+    """
+    import json
+
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
+    padded = np.zeros((int(np.max(sizes)),), np.uint8)
+    padded[: data.size] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    sizes = np.asarray(sizes).reshape(-1)
+    return [json.loads(bytes(gathered[i, : sizes[i]]).decode()) for i in range(len(sizes))]

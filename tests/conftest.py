@@ -57,3 +57,12 @@ def read_only_dir(tmp_path):
     if not os.path.isdir("/sys"):
         pytest.skip("no folder here that this user cannot write")
     return Path("/sys")
+
+
+@pytest.fixture(scope="session")
+def hub_standins(tmp_path_factory) -> Path:
+    """Parquet stand-ins of the paper's corpora in their hub schemas (tests/hub_standins.py),
+    4 shards per split, written once per session."""
+    from hub_standins import write_all
+
+    return write_all(tmp_path_factory.mktemp("hub"), n_shards=4)

@@ -1,8 +1,9 @@
 """Evaluation sets: the rows of a data spec with a reference, decoded once, held in memory.
 
 One `EvalSet` serves every consumer of whole sets: evaluation and validation (each process
-its share, `process_rows`), calibration and the outlier analysis (the first N clips, on
-every process). Unusable rows are counted by reason and logged, never silently lost.
+its share, `streaming.host_rows`: rows i % P == p of a map-style source, a streaming one's
+own shards), calibration and the outlier analysis (the first N clips, on every process).
+Unusable rows are counted by reason and logged, never silently lost.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from jaxwhisper.data.audio import AudioError, decode_audio
-from jaxwhisper.data.sources import Source, parse_spec, process_rows
+from jaxwhisper.data.sources import Source, parse_spec
+from jaxwhisper.data.streaming import host_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def load_eval_set(
     """
     src = source if source is not None else parse_spec(spec)
     out = EvalSet(name=src.name, spec=spec)
-    for _, row in process_rows(src, process_index, process_count, max_examples):
+    for _, row in host_rows(src, process_index, process_count, max_examples):
         if not row.error and row.text is not None and not isinstance(row.text, str):
             # Manifests turn these into bad rows when read; hub columns may hold anything.
             row = dataclasses.replace(row, error=f"text is {type(row.text).__name__}, not a string")

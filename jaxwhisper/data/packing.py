@@ -6,10 +6,12 @@ while the window stays within 30 s; the audio is concatenated and the texts are 
 a space. Unpacked, a short clip wastes most of its 30 s encoder window and gives the
 decoder one short sentence per window.
 
-Windows are fixed when a source is wrapped (`sources.PackedSource`, the `pack=SECONDS` spec
-option), a pure function of the base source's order and durations, so the pipeline's order
-over windows stays a pure function of (seed, step). Each member is still validated on its
-own when its window is loaded (`pipeline.validate_packed`). Unlike distil-whisper, speakers
+Windows of a map-style source are fixed when it is wrapped (`sources.PackedSource`, the
+`pack=SECONDS` spec option), a pure function of the base source's order and durations, so the
+pipeline's order over windows stays a pure function of (seed, step). A streaming source is
+packed as its rows arrive, by the same rule (`GreedyPacker`; `streaming.PackingStream`).
+Each member is still validated on its own when its window is loaded
+(`pipeline.validate_packed`). Unlike distil-whisper, speakers
 are not compared: the sources carry no speaker column.
 """
 
@@ -34,26 +36,60 @@ def audio_duration(audio) -> Optional[float]:
     return info.frames / info.samplerate
 
 
+def row_duration(raw) -> Optional[float]:
+    """Seconds of a RawExample: its `duration` when the row says so, else from the audio
+    header; None for a broken row or unreadable audio (a window of its own)."""
+    if raw.duration is not None:
+        return raw.duration
+    if raw.error or raw.audio is None:
+        return None
+    return audio_duration(raw.audio)
+
+
+class GreedyPacker:
+    """The packing rule, one item at a time (map-style sources run it over all durations
+    up front, streaming ones as rows arrive): item i joins the current window while the
+    window's total duration stays <= max_audio_s; an item of unknown duration, or longer
+    than max_audio_s, is a window of its own."""
+
+    def __init__(self, max_audio_s: float):
+        self.max_audio_s = max_audio_s
+        self.count, self.total = 0, 0.0
+
+    def add(self, d: Optional[float]) -> tuple[bool, bool]:
+        """Places the next item.
+
+        Returns:
+          (close_before, alone): whether the current window ends before this item, and
+          whether this item is a window on its own (ends right after it).
+        """
+        alone = d is None or d > self.max_audio_s
+        close_before = self.count > 0 and (alone or self.total + d > self.max_audio_s)
+        if close_before:
+            self.count, self.total = 0, 0.0
+        if alone:
+            self.count, self.total = 0, 0.0
+        else:
+            self.count, self.total = self.count + 1, self.total + d
+        return close_before, alone
+
+
 def pack_groups(durations: Sequence[Optional[float]], max_audio_s: float) -> list[range]:
-    """Greedy windows of consecutive items: item i joins the current window while the
-    window's total duration stays <= max_audio_s. An item of unknown duration, or longer
-    than max_audio_s, is a window of its own.
+    """Windows of consecutive items by `GreedyPacker`'s rule.
 
     Returns:
       Index ranges that cover 0..len(durations)-1 in order.
     """
     groups: list[range] = []
-    start, total = 0, 0.0
+    packer, start = GreedyPacker(max_audio_s), 0
     for i, d in enumerate(durations):
-        alone = d is None or d > max_audio_s
-        if i > start and (alone or total + d > max_audio_s):
+        close_before, alone = packer.add(d)
+        if close_before:
             groups.append(range(start, i))
-            start, total = i, 0.0
+            start = i
         if alone:
             groups.append(range(i, i + 1))
-            start, total = i + 1, 0.0
-        else:
-            total += d
+            start = i + 1
     if start < len(durations):
         groups.append(range(start, len(durations)))
     return groups

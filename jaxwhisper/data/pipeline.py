@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import queue
 import threading
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -329,6 +329,7 @@ class BatchLoader:
       validation: limits of usable examples.
       prefix, eot, encode: the tokenizer's forced prefix, end-of-text id and text encoder.
       process_index, process_count: this process's slice of every global batch.
+      decode_workers: threads that decode and validate a batch's rows in parallel.
     """
 
     def __init__(
@@ -342,6 +343,7 @@ class BatchLoader:
         validation: ValidationConfig = ValidationConfig(),
         process_index: int = 0,
         process_count: int = 1,
+        decode_workers: int = 1,
     ):
         if batch.global_batch % process_count:
             raise ValueError(
@@ -349,9 +351,7 @@ class BatchLoader:
             )
         for s in sources:
             if s.streaming:
-                raise ValueError(
-                    f"{s.name}: streaming sources cannot be mixed step-exactly; load it map-style"
-                )
+                raise ValueError(f"{s.name}: a streaming source; read it with streaming.StreamLoader")
         self.sources = list(sources)
         self.order = MixtureOrder([len(s) for s in sources], weights, batch.seed)
         self.batch = batch
@@ -363,69 +363,124 @@ class BatchLoader:
         self.process_index, self.process_count = process_index, process_count
         self.local_batch = batch.global_batch // process_count
         self.drops = DropCounter()
+        self.decode_workers = decode_workers
 
     def rows_of_step(self, step: int) -> list[tuple[int, int, int]]:
         """(source, item, epoch) of this process's rows at `step`."""
         start = step * self.batch.global_batch + self.process_index * self.local_batch
         return self.order.draws(start, self.local_batch)
 
-    def load_step(self, step: int) -> dict:
-        """The batch of `step`: numpy arrays, this process's rows only.
-
-        Keys: `audio` [rows, 480000] f32, `audio_len` [rows] int32, `decoder_input_ids` and
-        `labels` [rows, max_label_len] int32, `valid` [rows] f32, `ids` list of str,
-        `step`, `epoch` (of the first row).
-        """
+    def load_step(self, step: int, pool=None) -> dict:
+        """The batch of `step`: numpy arrays, this process's rows only (`assemble_batch`)."""
         rows = self.rows_of_step(step)
-        n, length = len(rows), self.batch.max_label_len
-        out = {
-            "audio": np.zeros((n, N_SAMPLES), np.float32),
-            "audio_len": np.zeros((n,), np.int32),
-            "decoder_input_ids": np.zeros((n, length), np.int32),
-            "labels": np.zeros((n, length), np.int32),
-            "valid": np.zeros((n,), np.float32),
-            "ids": [],
-            "step": step,
-            "epoch": rows[0][2] if rows else 0,
-        }
-        for r, (s, i, _) in enumerate(rows):
-            raw = self.sources[s][i]
-            if isinstance(raw, PackedExample):  # members are counted one by one
-                audio, tokens, reasons = validate_packed(raw, self.validation, self.encode)
-                for reason in reasons:
-                    self.drops.add(self.sources[s].name, reason)
-            else:
-                audio, tokens, reason = validate_example(raw, self.validation, self.encode)
-                self.drops.add(self.sources[s].name, reason)
-            out["ids"].append(f"{self.sources[s].name}/{raw.id}")
-            out["decoder_input_ids"][r], out["labels"][r] = make_labels(self.prefix, tokens, self.eot, length)
-            if audio is not None:
-                out["audio"][r, : audio.shape[0]] = audio
-                out["audio_len"][r] = audio.shape[0]
-                out["valid"][r] = 1.0
+        items = [(self.sources[s].name, self.sources[s][i]) for s, i, _ in rows]
+        out = assemble_batch(
+            items,
+            self.batch.max_label_len,
+            self.validation,
+            self.prefix,
+            self.eot,
+            self.encode,
+            self.drops,
+            pool,
+        )
+        out.update(step=step, epoch=rows[0][2] if rows else 0)
         return out
 
     def iter_from_step(self, step: int, prefetch: int = 2) -> Iterator[dict]:
         """Batches from `step` on, read `prefetch` steps ahead in a background thread."""
-        q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        stop = threading.Event()
+        pool = decode_pool(self.decode_workers)
+        return prefetched(lambda s: self.load_step(s, pool), step, prefetch)
 
-        def work():
-            s = step
+
+def decode_pool(workers: int):
+    """Threads that decode a batch's rows in parallel (None for one: decoded in order)."""
+    if workers <= 1:
+        return None
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+
+
+def _validate(item, validation: ValidationConfig, encode):
+    raw = item[1]
+    if isinstance(raw, PackedExample):  # members are counted one by one
+        return validate_packed(raw, validation, encode)
+    audio, tokens, reason = validate_example(raw, validation, encode)
+    return audio, tokens, [reason]
+
+
+def assemble_batch(
+    items: Sequence[tuple[str, "RawExample | PackedExample"]],
+    max_label_len: int,
+    validation: ValidationConfig,
+    prefix: Sequence[int],
+    eot: int,
+    encode,
+    drops: DropCounter,
+    pool=None,
+) -> dict:
+    """Decodes, validates and labels one batch of rows, whatever source they came from.
+
+    Args:
+      items: (source name, RawExample or PackedExample) per row.
+      pool: a `concurrent.futures` executor that decodes rows in parallel (None: in order
+        here); drops are counted in row order either way.
+
+    Returns:
+      `audio` [rows, 480000] f32, `audio_len` [rows] int32, `decoder_input_ids` and `labels`
+      [rows, max_label_len] int32, `valid` [rows] f32, `ids` list of str. A row that cannot
+      be used keeps its place as padding (`valid` 0).
+    """
+    n, length = len(items), max_label_len
+    out = {
+        "audio": np.zeros((n, N_SAMPLES), np.float32),
+        "audio_len": np.zeros((n,), np.int32),
+        "decoder_input_ids": np.zeros((n, length), np.int32),
+        "labels": np.zeros((n, length), np.int32),
+        "valid": np.zeros((n,), np.float32),
+        "ids": [],
+    }
+
+    def work(item):
+        return _validate(item, validation, encode)
+
+    results = pool.map(work, items) if pool is not None else map(work, items)
+    for r, ((name, raw), (audio, tokens, reasons)) in enumerate(zip(items, results)):
+        for reason in reasons:
+            drops.add(name, reason)
+        out["ids"].append(f"{name}/{raw.id}")
+        out["decoder_input_ids"][r], out["labels"][r] = make_labels(prefix, tokens, eot, length)
+        if audio is not None:
+            out["audio"][r, : audio.shape[0]] = audio
+            out["audio_len"][r] = audio.shape[0]
+            out["valid"][r] = 1.0
+    return out
+
+
+def prefetched(load: Callable[[int], dict], step: int, prefetch: int = 2) -> Iterator[dict]:
+    """`load(step), load(step + 1), ...`, computed `prefetch` steps ahead in a background
+    thread; an exception in `load` is raised in the consumer, with its traceback."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+
+    def work():
+        s = step
+        while not stop.is_set():
+            try:
+                item = load(s)
+            except Exception as e:
+                q.put(e)
+                return
             while not stop.is_set():
                 try:
-                    item = self.load_step(s)
-                except Exception as e:  # surfaced in the consumer, with its traceback
-                    q.put(e)
-                    return
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                s += 1
+                    q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            s += 1
 
+    def consume():
         thread = threading.Thread(target=work, daemon=True, name="batch-prefetch")
         thread.start()
         try:
@@ -436,3 +491,5 @@ class BatchLoader:
                 yield item
         finally:
             stop.set()
+
+    return consume()

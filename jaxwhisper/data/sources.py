@@ -9,14 +9,16 @@
 | `hf:REPO@SPLIT?config=C&text=COL&id=COL&audio=COL&streaming=1` | a Hugging Face dataset |
 | `CORPUS@SPLIT[?config=C]` | a corpus of the paper (`corpora.py`: librispeech, common_voice, peoples_speech, voxpopuli, tedlium, fleurs, gigaspeech) with its columns and cleaning |
 | any of the above `&pseudo_labels=DIR&max_wer=10` | texts replaced by the teacher's pseudo-labels in DIR; rows over 10% WER dropped |
-| any map-style source `&pack=30` | consecutive utterances packed into windows of at most 30 s, texts joined with a space (`packing.py`) |
+| any of the above `&pack=30` | consecutive utterances packed into windows of at most 30 s, texts joined with a space (`packing.py`) |
+| streaming hub sources `&shuffle_buffer=N` | rows shuffled through a buffer of N per host (shard order is shuffled every epoch regardless; `streaming.py`) |
 
 Hub sources accept `data_files=GLOB` to read local parquet/arrow files with the same schema
 instead of the hub (how the tests exercise them offline). Audio columns are cast with
 `Audio(decode=False)` and decoded with soundfile by the pipeline.
 
 Map-style sources (`len`, indexing) support the step-exact, pure (seed, step) order of
-`pipeline.py`; streaming sources are read in order (resumed by skipping).
+`pipeline.py`; streaming sources (`streaming=1`) are read shard by shard, each host its own
+shards, and resumed from a saved position (`streaming.py`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, Iterable, Iterator, Optional, TypeVar, Union
 
 from jaxwhisper.data.corpora import CORPORA, Cleaner
 from jaxwhisper.data.labels import read_labels
-from jaxwhisper.data.packing import audio_duration, pack_groups
+from jaxwhisper.data.packing import pack_groups, row_duration
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif")
 
@@ -198,11 +200,16 @@ class HFSource(Source):
         audio: str,
         clean: Cleaner,
         streaming: bool,
+        num_rows: Optional[int] = None,
+        shuffle_buffer: int = 0,
     ):
         self.name, self.ds, self.text, self.id_col = name, ds, text, id_col
         self.audio, self.clean, self.streaming = audio, clean, streaming
+        # Rows of a streaming split when the files or the hub's metadata say (mixture weights).
+        self.num_rows = num_rows if streaming else len(ds)
+        self.shuffle_buffer = shuffle_buffer
 
-    def _convert(self, i: int, row: dict) -> RawExample:
+    def _convert(self, i, row: dict) -> RawExample:
         rid = str(row[self.id_col]) if self.id_col and self.id_col in row else f"{self.name}[{i}]"
         text = self.clean(row)
         return RawExample(
@@ -262,38 +269,41 @@ class PseudoLabeledSource(Source):
 class PackedSource(Source):
     """`base` as windows of consecutive examples of at most `max_audio_s` seconds each.
 
-    Durations come from the rows (`duration`) or the audio headers, read once here.
+    Durations come from the rows (`duration`) or the audio headers, read once here (a
+    streaming base is packed by the same rule as it is read).
     """
 
     def __init__(self, base: Source, max_audio_s: float):
-        if base.streaming:
-            raise DataSpecError(f"{base.name}: pack= needs a map-style source, not a streaming one")
         if not 0 < max_audio_s <= 30:
             raise DataSpecError(f"{base.name}: pack={max_audio_s:g} must be in (0, 30] seconds")
-        self.base, self.max_audio_s = base, max_audio_s
+        self.base, self.max_audio_s, self.streaming = base, max_audio_s, base.streaming
         self.name = f"{base.name}+pack{max_audio_s:g}s"
-        durations = []
-        for i in range(len(base)):
-            raw = base[i]
-            d = raw.duration
-            if d is None and not raw.error and raw.audio is not None:
-                d = audio_duration(raw.audio)
-            durations.append(d)
-        self.groups = pack_groups(durations, max_audio_s)
+        # A streaming base is packed as it is read (`streaming.PackingStream`).
+        self.groups = (
+            None
+            if base.streaming
+            else pack_groups([row_duration(base[i]) for i in range(len(base))], max_audio_s)
+        )
 
     def __len__(self) -> int:
+        if self.streaming:
+            return super().__len__()
         return len(self.groups)
 
     def __getitem__(self, g: int) -> PackedExample:
+        if self.streaming:
+            return super().__getitem__(g)
         members = tuple(self.base[i] for i in self.groups[g])
         return PackedExample(f"{members[0].id}+{len(members) - 1}", members[0].origin, members)
 
 
 def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
+    """The dataset (audio undecoded) and, when known without reading it, its row count."""
     try:
         import datasets
     except ImportError:
         raise DataSpecError(f"{name}: Hugging Face datasets need `pip install datasets`") from None
+    num_rows = None
     try:
         if data_files:
             files = sorted(glob.glob(data_files, recursive=True))
@@ -301,8 +311,15 @@ def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
                 raise DataSpecError(f"{name}: data_files {data_files!r} matches no file")
             builder = "arrow" if files[0].endswith(".arrow") else "parquet"
             ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
+            if builder == "parquet":
+                import pyarrow.parquet as pq
+
+                num_rows = sum(pq.read_metadata(f).num_rows for f in files)
         else:
             ds = datasets.load_dataset(repo, config, split=split, streaming=streaming)
+            splits = getattr(ds, "info", None) and ds.info.splits
+            if splits and split in splits and splits[split].num_examples:
+                num_rows = int(splits[split].num_examples)
     except DataSpecError:
         raise
     except Exception as e:  # offline, unknown repo or split: one clear line for the user
@@ -311,7 +328,17 @@ def _load_hf(name, repo, config, split, data_files, streaming, audio_col):
         ) from None
     if audio_col in (ds.features or {}):
         ds = ds.cast_column(audio_col, datasets.Audio(decode=False))
-    return ds
+    return ds, num_rows
+
+
+def _int_opt(spec: str, opts: dict, key: str) -> int:
+    try:
+        value = int(opts.get(key, 0))
+    except ValueError:
+        raise DataSpecError(f"{spec}: {key}={opts[key]!r} is not a whole number") from None
+    if value < 0:
+        raise DataSpecError(f"{spec}: {key}={value} must be >= 0")
+    return value
 
 
 def parse_spec(spec: str) -> Source:
@@ -352,7 +379,7 @@ def _parse_base(spec: str) -> Source:
             raise DataSpecError(f"{spec}: hub datasets need a split (hf:REPO@SPLIT)")
         text = opts.get("text", "text")
         name = opts.get("name", f"{location}@{split}")
-        ds = _load_hf(
+        ds, num_rows = _load_hf(
             name,
             location,
             opts.get("config"),
@@ -362,7 +389,15 @@ def _parse_base(spec: str) -> Source:
             opts.get("audio", "audio"),
         )
         return HFSource(
-            name, ds, text, opts.get("id"), opts.get("audio", "audio"), lambda row: row.get(text), streaming
+            name,
+            ds,
+            text,
+            opts.get("id"),
+            opts.get("audio", "audio"),
+            lambda row: row.get(text),
+            streaming,
+            num_rows,
+            _int_opt(spec, opts, "shuffle_buffer"),
         )
     if kind in CORPORA or (not kind and location in CORPORA):
         corpus = CORPORA[kind or location]
@@ -373,7 +408,7 @@ def _parse_base(spec: str) -> Source:
         name = opts.get("name", f"{cname}{'-' + config if config else ''}@{split}")
         text_col = opts.get("text")
         clean = (lambda row: row.get(text_col)) if text_col else corpus.clean
-        ds = _load_hf(
+        ds, num_rows = _load_hf(
             name,
             corpus.repo,
             config,
@@ -390,6 +425,8 @@ def _parse_base(spec: str) -> Source:
             opts.get("audio", corpus.audio),
             clean,
             streaming,
+            num_rows,
+            _int_opt(spec, opts, "shuffle_buffer"),
         )
     raise DataSpecError(
         f"{spec!r}: unknown data spec; use a .jsonl path, jsonl:PATH, audiofolder:DIR[@SPLIT], "

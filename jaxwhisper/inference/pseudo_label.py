@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Optional
 from jaxwhisper.data.audio import AudioError, decode_audio
 from jaxwhisper.data.labels import labels_path, resume_labels
 from jaxwhisper.data.preflight import check_unique_ids
-from jaxwhisper.data.sources import DataSpecError, Source, process_rows
+from jaxwhisper.data.sources import DataSpecError, Source
+from jaxwhisper.data.streaming import host_rows
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 
@@ -57,7 +58,7 @@ def pseudo_label(
     refs, hyps = [], []
 
     def items() -> Iterator[tuple[int, object]]:
-        for i, raw in process_rows(source, process_index, process_count):
+        for i, raw in host_rows(source, process_index, process_count):
             if not raw.error:
                 if raw.id in seen:
                     raise DataSpecError(

@@ -1,9 +1,10 @@
 """`train_and_evaluate(config, workdir)`: distil a student from a frozen teacher.
 
 Resumes automatically from the latest finalised checkpoint in `workdir/checkpoints`: the
-state, the step and (because the data order is a pure function of (seed, step)) the data
-position, so a resumed run sees the batches an uninterrupted one would. SIGTERM finishes the
-current step, saves and exits cleanly. Process 0 writes `metrics.jsonl` and TensorBoard
+state, the step and the data position (map-style sources: the order is a pure function of
+(seed, step), so a resumed run sees the batches an uninterrupted one would; streaming ones:
+each host's stream position is saved with the step, `data/streaming.py` says what it keeps).
+SIGTERM finishes the current step, saves and exits cleanly. Process 0 writes `metrics.jsonl` and TensorBoard
 events. A non-finite loss flushes the metrics, writes `nan_debug.json` and aborts, unless
 `max_nan_skips` allows skipping it.
 """
@@ -22,10 +23,12 @@ from typing import Optional
 import jax
 import numpy as np
 
+from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, TrainConfig, to_dict
 from jaxwhisper.data.features import log_mel_batch
-from jaxwhisper.data.pipeline import BatchConfig, BatchLoader, ValidationConfig
+from jaxwhisper.data.pipeline import BatchConfig, ValidationConfig
 from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.streaming import StreamLoader, make_loader
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.models.weights.native import save_checkpoint
@@ -198,7 +201,7 @@ def train_and_evaluate(
         start = 0
 
     sources = [parse_spec(s) for s in cfg.data.train]
-    loader = BatchLoader(
+    loader = make_loader(
         sources,
         BatchConfig(cfg.global_batch, cfg.data.max_label_len, cfg.data.seed),
         tok.prefix,
@@ -208,7 +211,19 @@ def train_and_evaluate(
         validation=ValidationConfig(max_audio_s=cfg.data.max_audio_s),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        decode_workers=cfg.data.decode_workers,
     )
+    streaming = isinstance(loader, StreamLoader)
+    data_state = None
+    if streaming and start:
+        saved = meta.get("data_state") or [None] * jax.process_count()
+        if len(saved) != jax.process_count() or saved[jax.process_index()] is None:
+            raise ValueError(
+                f"{workdir}/checkpoints: step {start} holds no streaming data position for "
+                f"{jax.process_count()} host(s); resume with the config and host count that wrote it"
+            )
+        data_state = saved[jax.process_index()]
+    position = {"state": data_state}  # of the last batch trained on
 
     stop = {"signal": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(signal=True))
@@ -218,6 +233,8 @@ def train_and_evaluate(
 
     def save(step: int, metrics: Optional[dict] = None):
         meta = {"step": step, "data_step": step, "seed": cfg.seed, "config": to_dict(cfg)}
+        if streaming:  # every host's position; orbax writes the metadata from host 0
+            meta["data_state"] = distributed.allgather_json(position["state"])
         checkpointing.save(manager, step, state, meta, metrics)
 
     try:
@@ -233,7 +250,7 @@ def train_and_evaluate(
             dynamic_ncols=True,
         )
         t0, audio_s, tokens = time.perf_counter(), 0.0, 0.0
-        batches = loader.iter_from_step(start)
+        batches = loader.iter_from_step(start, data_state) if streaming else loader.iter_from_step(start)
         validate = None
         if cfg.data.eval and cfg.eval_every_steps:
             # No remat at inference: nothing to recompute without a backward pass.
@@ -247,6 +264,7 @@ def train_and_evaluate(
         recent_ids: list = []  # batch ids since the last finiteness check, for the debug dump
         for step in range(start, end):
             local = next(batches)
+            position["state"] = local.get("data_state")
             recent_ids.append(local["ids"])
             if encoder_cache is not None:
                 local["encoder_out"] = encoder_cache(local)

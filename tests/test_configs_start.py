@@ -1,0 +1,140 @@
+"""Every shipped config starts: its data sources are built against local stand-ins of the
+hub corpora (tests/hub_standins.py; `datasets.load_dataset` redirected) and of the demo
+corpus, and each training config assembles its first batch with the loader the trainer
+builds (fast) and runs its first steps, saves and resumes (marked slow: minutes of XLA
+compilation on CPU).
+
+For speed every teacher is tiny.en (large-v2 is not available offline; base would cost a
+minute of compilation), students get 2 encoder layers unless they keep the teacher's
+frozen encoder and compute in float32 without remat, batches are 8 rows and runs are 2
+steps; data specs, mixture, mesh and loss are the configs' own.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hub_standins import redirect_hub
+
+from jaxwhisper.config import PipelineConfig, QuantRunConfig, TrainConfig, load
+from jaxwhisper.data.pipeline import ValidationConfig, validate_example
+from jaxwhisper.data.sources import parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+
+
+def _raw(name: str, arg: str = "") -> dict:
+    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg).to_dict()
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch, hub_standins, fixture_manifest):
+    """Runs in tmp_path, where the configs' relative paths resolve: `data/` is the
+    repository's, `runs/demo/corpus` holds the fixture clips (as `jaxwhisper demo-corpus`
+    would write them)."""
+    redirect_hub(monkeypatch, hub_standins)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(REPO / "data")
+    corpus = tmp_path / "runs" / "demo" / "corpus"
+    corpus.mkdir(parents=True)
+    rows = [json.loads(x) for x in fixture_manifest.read_text().splitlines() if x.strip()]
+    lines = "".join(
+        json.dumps({**r, "audio": str(fixture_manifest.parent / r["audio"])}) + "\n" for r in rows
+    )
+    (corpus / "train.jsonl").write_text(lines)
+    (corpus / "eval.jsonl").write_text(lines)
+    return tmp_path
+
+
+def _small(raw: dict) -> dict:
+    if raw["teacher"] != "tiny.en":
+        raw["teacher"] = "tiny.en"
+        if not raw["student"].get("freeze_encoder"):
+            raw["student"]["encoder_layers"] = 2
+    # float32 without remat: XLA on CPU compiles bfloat16 and remat many times slower.
+    raw["student"].update(dtype="float32", remat=False)
+    raw["teacher_dtype"] = "float32"
+    raw.update(global_batch=8, total_steps=2, eval_every_steps=0, checkpoint_every_steps=2, log_every_steps=1)
+    # The stand-ins are uncleaned fixture clips (one longer than 30 s, long texts).
+    raw["data"]["max_drop_fraction"] = 0.5
+    raw["optimizer"]["warmup_steps"] = 1
+    raw["data"]["max_eval_examples"] = 4
+    return raw
+
+
+def _check_sources(specs):
+    for spec in specs:
+        raw = next(iter(parse_spec(spec)))
+        audio, _, reason = validate_example(raw, ValidationConfig())
+        assert reason is None and audio.size > 0, (spec, reason)
+
+
+def _first_batch(cfg: TrainConfig) -> dict:
+    """The training loader `train_and_evaluate` builds for `cfg`, and its first batch."""
+    from jaxwhisper.data.pipeline import BatchConfig
+    from jaxwhisper.data.streaming import make_loader
+    from jaxwhisper.inference.tokenizer import WhisperTokenizer
+    from jaxwhisper.models.weights.resolve import bundled_model_files
+
+    _, tok_dir = bundled_model_files("tiny.en")
+    tok = WhisperTokenizer(tok_dir, multilingual=False)
+    loader = make_loader(
+        [parse_spec(s) for s in cfg.data.train],
+        BatchConfig(cfg.global_batch, cfg.data.max_label_len, cfg.data.seed),
+        tok.prefix,
+        tok.eot,
+        tok.encode,
+        weights=cfg.data.weights or None,
+        validation=ValidationConfig(max_audio_s=cfg.data.max_audio_s),
+        decode_workers=cfg.data.decode_workers,
+    )
+    batches = loader.iter_from_step(0)
+    batch = next(batches)
+    batches.close()
+    return batch
+
+
+def _train_configs(name: str) -> list:
+    raw = _raw(name)
+    if name == "quant_int8":
+        cfg = load(QuantRunConfig, raw)
+        _check_sources(cfg.test + (cfg.calibration,))
+        return []
+    if name == "paper_cpu":
+        cfg = load(PipelineConfig, raw)
+        _check_sources(cfg.quant.test + (cfg.quant.calibration, cfg.outliers.data))
+        return [_small(raw["train"])]
+    return [_small(raw)]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_builds_its_sources_and_first_batch(name, offline):
+    for raw in _train_configs(name):
+        cfg = load(TrainConfig, raw)
+        _check_sources(cfg.data.eval)
+        batch = _first_batch(cfg)
+        assert batch["valid"].sum() >= 4 and batch["audio"].shape == (8, 480000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "quant_int8"])
+def test_every_training_config_runs_its_first_steps_and_resumes(name, offline):
+    """Two steps, saved at step 1, then the same call resumes and runs step 2 (from the
+    saved stream position for the streaming configs)."""
+    from jaxwhisper.train.loop import train_and_evaluate
+
+    for raw in _train_configs(name):
+        raw["checkpoint_every_steps"] = 1
+        cfg = load(TrainConfig, raw)
+        workdir = offline / "run"
+        train_and_evaluate(cfg, workdir, stop_after=1)
+        last = train_and_evaluate(cfg, workdir)
+        assert math.isfinite(last["train/loss"])
+        steps = [json.loads(x)["step"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [1, 2] and (workdir / "export").is_dir()
