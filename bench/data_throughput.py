@@ -26,8 +26,9 @@ from pathlib import Path
 import jax
 
 from jaxwhisper.config import OptimizerConfig
+from jaxwhisper.data.batches import BatchConfig
 from jaxwhisper.data.features import log_mel_batch, log_mel_numpy
-from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.resolve import resolve_model

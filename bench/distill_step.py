@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxwhisper.config import OptimizerConfig
+from jaxwhisper.data.batches import BatchConfig
 from jaxwhisper.data.features import log_mel_batch
-from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.ct2 import ct2_to_hf_state_dict, read_model_bin

@@ -164,8 +164,8 @@ def cmd_pseudo_label(args) -> int:
     import jax
     from tqdm import tqdm
 
+    from jaxwhisper.data.examples import process_share
     from jaxwhisper.data.labels import labels_path
-    from jaxwhisper.data.sources import process_share
     from jaxwhisper.inference.pseudo_label import pseudo_label
     from jaxwhisper.inference.transcribe import Transcriber
 
@@ -289,8 +289,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_outliers(args) -> int:
+    from jaxwhisper.data.examples import DataSpecError
     from jaxwhisper.data.preflight import check_output_dir, spec_files
-    from jaxwhisper.data.sources import DataSpecError, parse_spec
+    from jaxwhisper.data.sources import parse_spec
 
     _checked(parse_spec, args.data)
     _checked(check_output_dir, args.output, spec_files(args.data), "--output")

@@ -25,8 +25,8 @@ from ml_collections import config_flags
 
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, load
-from jaxwhisper.data.pipeline import DataError
 from jaxwhisper.data.preflight import check_output_dir
+from jaxwhisper.data.validation import DataError
 from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
 
 DISTRIBUTED_HELP = (

@@ -27,7 +27,7 @@ def main(process_id: int, num_processes: int, port: int, spec: str, out: str, mo
     distributed.initialize(f"localhost:{port}", num_processes, process_id, timeout_s=120)
     import jax
 
-    from jaxwhisper.data.pipeline import BatchConfig
+    from jaxwhisper.data.batches import BatchConfig
     from jaxwhisper.data.sources import parse_spec
     from jaxwhisper.data.streaming import StreamLoader
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from jaxwhisper.data.audio import AudioError, decode_audio
-from jaxwhisper.data.sources import Source, parse_spec
-from jaxwhisper.data.streaming import host_rows
+from jaxwhisper.data.examples import Source
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.streams import host_rows
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from jaxwhisper.data.sources import (
-    DataSpecError,
-    HFSource,
-    PackedSource,
-    PseudoLabeledSource,
-    Source,
-    parse_spec,
-)
+from jaxwhisper.data.examples import DataSpecError, Source
+from jaxwhisper.data.hub_sources import HFSource
+from jaxwhisper.data.sources import PackedSource, PseudoLabeledSource, parse_spec
 
 PathLike = Union[str, Path]
 

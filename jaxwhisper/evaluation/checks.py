@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from jaxwhisper.data.examples import Source
 from jaxwhisper.data.preflight import (
     PreflightError,
     check_output_dir,
@@ -14,7 +15,7 @@ from jaxwhisper.data.preflight import (
     check_unique_ids,
     spec_files,
 )
-from jaxwhisper.data.sources import Source, parse_spec
+from jaxwhisper.data.sources import parse_spec
 
 
 def hypotheses_dir(output: Path) -> Path:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from jaxwhisper.data.audio import AudioError, decode_audio
+from jaxwhisper.data.examples import DataSpecError, Source
 from jaxwhisper.data.labels import labels_path, resume_labels
 from jaxwhisper.data.preflight import check_unique_ids
-from jaxwhisper.data.sources import DataSpecError, Source
-from jaxwhisper.data.streaming import host_rows
+from jaxwhisper.data.streams import host_rows
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.transcribe import Transcriber
 

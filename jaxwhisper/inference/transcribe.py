@@ -24,8 +24,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
+from jaxwhisper.data.examples import DataSpecError
 from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
-from jaxwhisper.data.sources import DataSpecError, read_jsonl
+from jaxwhisper.data.local_sources import read_jsonl
 from jaxwhisper.inference.decoding import (
     DecodeOptions,
     SegmentOptions,

@@ -25,10 +25,11 @@ import numpy as np
 
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, TrainConfig, to_dict
+from jaxwhisper.data.batches import BatchConfig
 from jaxwhisper.data.features import log_mel_batch
-from jaxwhisper.data.pipeline import BatchConfig, ValidationConfig
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.streaming import StreamLoader, make_loader
+from jaxwhisper.data.validation import ValidationConfig
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.models.weights.native import save_checkpoint

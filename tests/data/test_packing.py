@@ -5,9 +5,12 @@ import json
 import numpy as np
 import soundfile as sf
 
+from jaxwhisper.data.batches import BatchConfig
+from jaxwhisper.data.examples import PackedExample, RawExample
 from jaxwhisper.data.packing import pack_groups
-from jaxwhisper.data.pipeline import BatchConfig, BatchLoader, ValidationConfig, validate_packed
-from jaxwhisper.data.sources import PackedExample, RawExample, parse_spec
+from jaxwhisper.data.pipeline import BatchLoader
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.validation import ValidationConfig, validate_packed
 
 
 def concatenate_reference(durations, max_s):

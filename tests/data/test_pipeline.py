@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxwhisper.data.pipeline import (
-    IGNORE,
-    BatchConfig,
-    BatchLoader,
-    DataError,
-    MixtureOrder,
-    ValidationConfig,
-    make_labels,
-)
-from jaxwhisper.data.sources import ListSource, RawExample, parse_spec
+from jaxwhisper.data.batches import IGNORE, BatchConfig, make_labels
+from jaxwhisper.data.examples import ListSource, RawExample
+from jaxwhisper.data.order import MixtureOrder
+from jaxwhisper.data.pipeline import BatchLoader
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.validation import DataError, ValidationConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -152,7 +148,8 @@ def test_two_processes_read_each_example_once_per_epoch(tmp_path, fixture_manife
         import json, sys
         import jax
         jax.distributed.initialize("localhost:{{port}}", 2, int(sys.argv[1]))
-        from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+        from jaxwhisper.data.batches import BatchConfig
+        from jaxwhisper.data.pipeline import BatchLoader
         from jaxwhisper.data.sources import parse_spec
         src = parse_spec({str(fixture_manifest)!r})
         loader = BatchLoader([src], BatchConfig(global_batch=8, seed=5), (1, 2), 0, lambda t: [3],

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from jaxwhisper.data.examples import DataSpecError
 from jaxwhisper.data.preflight import (
     PreflightError,
     check_output_dir,
@@ -13,7 +14,7 @@ from jaxwhisper.data.preflight import (
     check_unique_ids,
     spec_files,
 )
-from jaxwhisper.data.sources import DataSpecError, parse_spec
+from jaxwhisper.data.sources import parse_spec
 
 
 @pytest.fixture

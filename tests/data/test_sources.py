@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxwhisper.data.pipeline import ValidationConfig, validate_example
-from jaxwhisper.data.sources import DataSpecError, parse_spec
+from jaxwhisper.data.examples import DataSpecError
+from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.validation import ValidationConfig, validate_example
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from jaxwhisper.data.batches import BatchConfig
 from jaxwhisper.data.packing import pack_groups, row_duration
-from jaxwhisper.data.pipeline import BatchConfig
 from jaxwhisper.data.sources import parse_spec as _parse_spec
-from jaxwhisper.data.streaming import StreamLoader, open_stream
+from jaxwhisper.data.streaming import StreamLoader
+from jaxwhisper.data.streams import open_stream
 
 N_ROWS = 59  # data/fixture clips, dealt over 4 shards
 

@@ -7,8 +7,9 @@ import shutil
 import pytest
 
 from jaxwhisper.cli import main
+from jaxwhisper.data.batches import BatchConfig
 from jaxwhisper.data.labels import labels_path, read_labels
-from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.pseudo_label import pseudo_label
 from jaxwhisper.inference.transcribe import Transcriber

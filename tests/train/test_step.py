@@ -5,8 +5,8 @@ import jax
 import numpy as np
 
 from jaxwhisper.config import OptimizerConfig
+from jaxwhisper.data.batches import make_labels
 from jaxwhisper.data.features import log_mel_batch
-from jaxwhisper.data.pipeline import make_labels
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper, init_params
 from jaxwhisper.train.step import init_state, make_loss_fn, make_train_step
