@@ -46,6 +46,49 @@ def _bias(ids: Sequence[int], vocab: int) -> np.ndarray:
     return b
 
 
+def _token_budget(config: WhisperConfig, n_prefix: int, max_new_tokens: int) -> int:
+    """Tokens a decoder may generate after a forced prefix of `n_prefix` tokens."""
+    max_new = min(max_new_tokens, config.n_text_ctx - n_prefix)
+    if max_new < 1:
+        raise ValueError(f"prefix of {n_prefix} tokens leaves no room in {config.n_text_ctx} positions")
+    return max_new
+
+
+def _intercepted(intercept: Optional[Callable[[], ContextManager]]) -> ContextManager:
+    return intercept() if intercept is not None else contextlib.nullcontext()
+
+
+def _encode_and_prefill(model: Whisper, variables: dict, mel: jax.Array, prefix: np.ndarray):
+    """Encoder, cross-attention keys/values and the forced prefix through the decoder.
+
+    One row at a time: the same [1, ...] shapes whatever the batch and however it is
+    sharded, so a row's encoder output is bitwise the same on 1 device or 8 (XLA's CPU
+    matmuls round differently for other row counts, and a quantized model turns such
+    last-bit differences into whole steps). It is also faster on CPU: 3.2 s instead of
+    4.4 s for 16 tiny.en windows on 2 cores (the working set of a row stays in cache).
+
+    Args:
+      mel: features [batch, n_mels, 3000].
+      prefix: forced tokens [n_prefix] int32.
+
+    Returns:
+      (cross, cache, logits): cross-attention keys/values per layer, the self-attention
+      cache after the prefix, logits [batch, n_prefix, vocab] at the prefix positions.
+    """
+    config = model.config
+
+    def encode_row(m):
+        enc = model.apply(variables, m[None], method=Whisper.encode)
+        return model.apply(variables, enc, method=Whisper.cross_kv)
+
+    batch = mel.shape[0]
+    cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
+    cache = init_kv_cache(config, batch, config.n_text_ctx)
+    tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, len(prefix)))
+    logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
+    return cross, cache, logits
+
+
 def make_greedy_decoder(
     config: WhisperConfig, options: DecodeOptions, intercept: Optional[Callable[[], ContextManager]] = None
 ) -> Callable:
@@ -64,35 +107,19 @@ def make_greedy_decoder(
     model = Whisper(config)
     prefix = np.asarray(options.prefix, np.int32)
     n_prefix = len(prefix)
-    limit = config.n_text_ctx - n_prefix
-    max_new = min(options.max_new_tokens or limit, limit)
-    if max_new < 1:
-        raise ValueError(f"prefix of {n_prefix} tokens leaves no room in {config.n_text_ctx} positions")
+    max_new = _token_budget(config, n_prefix, options.max_new_tokens or config.n_text_ctx)
     suppress = _bias(options.suppress_tokens, config.n_vocab)
     begin = suppress + _bias(options.suppress_at_begin, config.n_vocab)
     eot = options.eot
 
     def decode(params, mel):
-        with intercept() if intercept is not None else contextlib.nullcontext():
+        with _intercepted(intercept):
             return _decode(params, mel)
 
     def _decode(params, mel):
         variables = {"params": params}
         batch = mel.shape[0]
-
-        # One row at a time: the same [1, ...] shapes whatever the batch and however it is
-        # sharded, so a row's encoder output is bitwise the same on 1 device or 8 (XLA's CPU
-        # matmuls round differently for other row counts, and a quantized model turns such
-        # last-bit differences into whole steps). It is also faster on CPU: 3.2 s instead of
-        # 4.4 s for 16 tiny.en windows on 2 cores (the working set of a row stays in cache).
-        def encode_row(m):
-            enc = model.apply(variables, m[None], method=Whisper.encode)
-            return model.apply(variables, enc, method=Whisper.cross_kv)
-
-        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
-        cache = init_kv_cache(config, batch, config.n_text_ctx)
-        tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, n_prefix))
-        logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
+        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix)
         first = jnp.argmax(logits[:, -1] + begin, axis=-1).astype(jnp.int32)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)
         done = first == eot
@@ -173,9 +200,7 @@ def make_segment_decoder(
     model = Whisper(config)
     prefix = np.asarray(options.prefix, np.int32)
     n_prefix = len(prefix)
-    max_new = min(options.max_new_tokens, config.n_text_ctx - n_prefix)
-    if max_new < 1:
-        raise ValueError(f"prefix of {n_prefix} tokens leaves no room in {config.n_text_ctx} positions")
+    max_new = _token_budget(config, n_prefix, options.max_new_tokens)
     suppress = _bias(options.suppress_tokens, config.n_vocab)
     begin = suppress + _bias(options.suppress_at_begin, config.n_vocab)
     ts = options.timestamps
@@ -185,7 +210,7 @@ def make_segment_decoder(
     sot_index = 0  # the prefix starts with sot: no previous-text prompt here
 
     def decode(params, mel, valid):
-        with intercept() if intercept is not None else contextlib.nullcontext():
+        with _intercepted(intercept):
             return _decode(params, mel, valid)
 
     def pick(logits, done):
@@ -197,16 +222,7 @@ def make_segment_decoder(
     def _decode(params, mel, valid):
         variables = {"params": params}
         batch = mel.shape[0]
-
-        # Row by row, as in make_greedy_decoder (bitwise the same rows whatever the batch).
-        def encode_row(m):
-            enc = model.apply(variables, m[None], method=Whisper.encode)
-            return model.apply(variables, enc, method=Whisper.cross_kv)
-
-        cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
-        cache = init_kv_cache(config, batch, config.n_text_ctx)
-        tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, n_prefix))
-        logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
+        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix)
         no_speech = jax.nn.softmax(logits[:, sot_index].astype(jnp.float32), axis=-1)[:, options.no_speech]
         first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)
