@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from jaxwhisper import cli
+from jaxwhisper import cli, commands
 
 W8A8 = ["--quantize", "w8a8"]
 
@@ -34,7 +34,7 @@ def no_model(monkeypatch):
     def load(spec, **kw):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(cli, "_load_model", load)
+    monkeypatch.setattr(commands, "load_model", load)
 
 
 def _err(capsys) -> str:
@@ -114,7 +114,7 @@ def test_pseudo_label_refuses_repeated_ids_before_loading(d, no_model, capsys):
 
 @pytest.mark.slow
 def test_no_scored_utterance_is_wer_null_and_exit_1(d, tiny_en, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_load_model", lambda spec, **kw: tiny_en)
+    monkeypatch.setattr(commands, "load_model", lambda spec, **kw: tiny_en)
     (d / "notext.jsonl").write_text(json.dumps({"id": "a", "audio": "mfa__falsetto.flac"}) + "\n")
     out = d / "r.json"
     assert cli.main(["evaluate", "--data", str(d / "notext.jsonl"), "--output", str(out)]) == 1
@@ -128,7 +128,7 @@ def test_no_scored_utterance_is_wer_null_and_exit_1(d, tiny_en, monkeypatch, cap
 def test_a_value_error_while_running_is_one_line_or_its_traceback(d, tiny_en, monkeypatch, capsys):
     """A ValueError no check foresaw (here the Transcriber's, after the model loaded) ends
     the command in one line, exit 1; JAXWHISPER_TRACEBACK=1 re-raises it."""
-    monkeypatch.setattr(cli, "_load_model", lambda spec, **kw: tiny_en)
+    monkeypatch.setattr(commands, "load_model", lambda spec, **kw: tiny_en)
     monkeypatch.delenv("JAXWHISPER_TRACEBACK", raising=False)
     args = ["transcribe", "--batch-size", "0", str(d / "mfa__falsetto.flac")]
     assert cli.main(args) == 1

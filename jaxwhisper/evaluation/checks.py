@@ -4,6 +4,7 @@ second, not an import of the whole stack."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,7 @@ from jaxwhisper.data.preflight import (
     spec_files,
 )
 from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.quant.config import QuantConfig, preset
 
 
 def hypotheses_dir(output: Path) -> Path:
@@ -62,3 +64,69 @@ def check_evaluation(
     if ranges_output is not None:
         check_output_file(ranges_output, inputs, "ranges file")
     return sources
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationPlan:
+    """What `jaxwhisper evaluate` will read and write, checked.
+
+    Attributes:
+      sources: the parsed evaluation sets, in order.
+      quant: the quantization preset (with its calibration batches), None for float.
+      ranges: the ranges file read (`reuse_ranges`) or written by calibration; None without
+        quantization.
+      reuse_ranges: whether `ranges` is an earlier calibration's file to read.
+    """
+
+    sources: list[Source]
+    quant: Optional[QuantConfig] = None
+    ranges: Optional[Path] = None
+    reuse_ranges: bool = False
+
+
+def plan_evaluation(
+    data: list[str],
+    output: Path,
+    quantize: Optional[str] = None,
+    calibration: Optional[str] = None,
+    calibration_batches: int = 16,
+    ranges: Optional[str] = None,
+) -> EvaluationPlan:
+    """Checks an evaluation's arguments together (`check_evaluation` for specs and outputs).
+
+    Args:
+      data: the evaluation sets' specs.
+      output: the results file.
+      quantize: a preset name (`quant/config.py`), or None for the float model.
+      calibration: the calibration set's spec.
+      calibration_batches: batches of the calibration set.
+      ranges: a ranges file of an earlier calibration, reused instead of calibrating.
+
+    Raises:
+      ValueError: an unknown preset, an activation preset with neither calibration set nor
+        ranges file, a calibration set that is also evaluated, or what `check_evaluation`
+        refuses.
+    """
+    output = Path(output)
+    qcfg = None
+    if quantize:
+        qcfg = dataclasses.replace(preset(quantize), calibration_batches=calibration_batches)
+        if qcfg.act_bits and not ranges:
+            if not calibration:
+                raise PreflightError(
+                    f"--quantize {quantize} quantizes activations: give --calibration SPEC or --ranges FILE"
+                )
+            if calibration in data:
+                raise PreflightError(f"--calibration {calibration} is also an evaluation set")
+    calibrates = qcfg is not None and bool(qcfg.act_bits) and not ranges
+    written = output.with_suffix(".ranges.json")
+    sources = check_evaluation(
+        data,
+        output,
+        calibration if calibrates else None,
+        Path(ranges) if qcfg is not None and ranges else None,
+        written if calibrates else None,
+    )
+    if qcfg is None:
+        return EvaluationPlan(sources)
+    return EvaluationPlan(sources, qcfg, Path(ranges) if ranges else written, bool(ranges))
