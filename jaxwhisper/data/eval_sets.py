@@ -1,7 +1,7 @@
 """Evaluation sets: the rows of a data spec with a reference, decoded once, held in memory.
 
 One `EvalSet` serves every consumer of whole sets: evaluation and validation (each process
-its share, `streaming.host_rows`: rows i % P == p of a map-style source, a streaming one's
+its share, `streams.host_rows`: rows i % P == p of a map-style source, a streaming one's
 own shards), calibration and the outlier analysis (the first N clips, on every process).
 Unusable rows are counted by reason and logged, never silently lost.
 """

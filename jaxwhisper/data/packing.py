@@ -9,9 +9,9 @@ decoder one short sentence per window.
 Windows of a map-style source are fixed when it is wrapped (`sources.PackedSource`, the
 `pack=SECONDS` spec option), a pure function of the base source's order and durations, so the
 pipeline's order over windows stays a pure function of (seed, step). A streaming source is
-packed as its rows arrive, by the same rule (`GreedyPacker`; `streaming.PackingStream`).
+packed as its rows arrive, by the same rule (`GreedyPacker`; `streams.PackingStream`).
 Each member is still validated on its own when its window is loaded
-(`pipeline.validate_packed`). Unlike distil-whisper, speakers
+(`validation.validate_packed`). Unlike distil-whisper, speakers
 are not compared: the sources carry no speaker column.
 """
 

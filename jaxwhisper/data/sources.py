@@ -10,7 +10,7 @@
 | `CORPUS@SPLIT[?config=C]` | a corpus of the paper (`corpora.py`: librispeech, common_voice, peoples_speech, voxpopuli, tedlium, fleurs, gigaspeech) with its columns and cleaning |
 | any of the above `&pseudo_labels=DIR&max_wer=10` | texts replaced by the teacher's pseudo-labels in DIR; rows over 10% WER dropped |
 | any of the above `&pack=30` | consecutive utterances packed into windows of at most 30 s, texts joined with a space (`packing.py`) |
-| streaming hub sources `&shuffle_buffer=N` | rows shuffled through a buffer of N per host (shard order is shuffled every epoch regardless; `streaming.py`) |
+| streaming hub sources `&shuffle_buffer=N` | rows shuffled through a buffer of N per host (shard order is shuffled every epoch regardless; `streams.py`) |
 
 Hub sources accept `data_files=GLOB` to read local parquet/arrow files with the same schema
 instead of the hub (how the tests exercise them offline). Audio columns are cast with
@@ -18,7 +18,7 @@ instead of the hub (how the tests exercise them offline). Audio columns are cast
 
 Map-style sources (`len`, indexing) support the step-exact, pure (seed, step) order of
 `pipeline.py`; streaming sources (`streaming=1`) are read shard by shard, each host its own
-shards, and resumed from a saved position (`streaming.py`).
+shards, and resumed from a saved position (`streams.py`, `streaming.py`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PackedSource(Source):
             raise DataSpecError(f"{base.name}: pack={max_audio_s:g} must be in (0, 30] seconds")
         self.base, self.max_audio_s, self.streaming = base, max_audio_s, base.streaming
         self.name = f"{base.name}+pack{max_audio_s:g}s"
-        # A streaming base is packed as it is read (`streaming.PackingStream`).
+        # A streaming base is packed as it is read (`streams.PackingStream`).
         self.groups = (
             None
             if base.streaming
