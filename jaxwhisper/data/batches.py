@@ -1,8 +1,8 @@
 """One batch of training rows as arrays: decoded, validated, labelled for teacher forcing.
 
-`BatchAssembler` is what both loaders (`pipeline.BatchLoader`, `streaming.StreamLoader`)
-share: this process's slice of every global batch and the arrays of its rows; they differ
-only in which rows a step reads.
+`Loader` is what both loaders (`pipeline.BatchLoader`, `streaming.StreamLoader`) share:
+this process's slice of every global batch and the arrays of its rows; they differ only in
+which rows a step reads.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from jaxwhisper.data.examples import PackedExample, RawExample
+from jaxwhisper.data.examples import PackedExample, RawExample, Source
 from jaxwhisper.data.features import N_SAMPLES
 from jaxwhisper.data.validation import DropCounter, ValidationConfig, validate_item
 
@@ -104,24 +104,29 @@ def assemble_batch(
     return out
 
 
-class BatchAssembler:
-    """This process's slice of every global batch, and its rows as the arrays of one batch.
+class Loader:
+    """What both loaders share: this process's slice of every global batch, and its rows as
+    the arrays of one batch. A loader chooses which rows a step reads (`set_up_reading`).
 
     Args:
+      sources: the mixture's sources.
       batch: shapes and seed.
       prefix, eot, encode: the tokenizer's forced prefix, end-of-text id and text encoder.
       validation: limits of usable examples; the label limit is tightened so that prefix,
         text and end-of-text fit `batch.max_label_len` + 1 positions.
       process_index, process_count: this process's slice of every global batch.
+      weights: mixture weights (default: proportional to the sources' sizes).
       decode_workers: threads that decode and validate a batch's rows in parallel.
     """
 
     def __init__(
         self,
+        sources: Sequence[Source],
         batch: BatchConfig,
         prefix: Sequence[int],
         eot: int,
         encode,
+        weights: Optional[Sequence[float]] = None,
         validation: Optional[ValidationConfig] = None,
         process_index: int = 0,
         process_count: int = 1,
@@ -142,6 +147,13 @@ class BatchAssembler:
         self.local_batch = batch.global_batch // process_count
         self.drops = DropCounter()
         self.decode_workers = decode_workers
+        self.sources = list(sources)
+        self.set_up_reading(self.sources, weights)
+
+    def set_up_reading(self, sources: list[Source], weights: Optional[Sequence[float]]) -> None:
+        """Checks `sources` for this loader and sets up `self.order` (the mixture) and
+        whatever else reading them needs."""
+        raise NotImplementedError
 
     def first_draw(self, step: int) -> int:
         """Global draw index of this process's first row at `step`."""

@@ -12,42 +12,24 @@ from __future__ import annotations
 
 from typing import Iterator, Optional, Sequence
 
-from jaxwhisper.data.batches import BatchAssembler, BatchConfig
+from jaxwhisper.data.batches import Loader
 from jaxwhisper.data.examples import Source
 from jaxwhisper.data.order import MixtureOrder
 from jaxwhisper.data.prefetch import decode_pool, prefetched
-from jaxwhisper.data.validation import ValidationConfig
 
 
-class BatchLoader(BatchAssembler):
+class BatchLoader(Loader):
     """Batches of this process's rows, step by step, from any step.
 
-    Args:
-      sources: map-style sources (the mixture).
-      weights: mixture weights (default: proportional to size).
-      batch, prefix, eot, encode, validation, process_index, process_count, decode_workers:
-        as `batches.BatchAssembler`.
+    Args: as `batches.Loader`; the sources are map-style, the default weights proportional
+    to their sizes.
     """
 
-    def __init__(
-        self,
-        sources: Sequence[Source],
-        batch: BatchConfig,
-        prefix: Sequence[int],
-        eot: int,
-        encode,
-        weights: Optional[Sequence[float]] = None,
-        validation: Optional[ValidationConfig] = None,
-        process_index: int = 0,
-        process_count: int = 1,
-        decode_workers: int = 1,
-    ):
-        super().__init__(batch, prefix, eot, encode, validation, process_index, process_count, decode_workers)
+    def set_up_reading(self, sources: list[Source], weights: Optional[Sequence[float]]) -> None:
         for s in sources:
             if s.streaming:
                 raise ValueError(f"{s.name}: a streaming source; read it with streaming.StreamLoader")
-        self.sources = list(sources)
-        self.order = MixtureOrder([len(s) for s in sources], weights, batch.seed)
+        self.order = MixtureOrder([len(s) for s in sources], weights, self.batch.seed)
 
     def rows_of_step(self, step: int) -> list[tuple[int, int, int]]:
         """(source, item, epoch) of this process's rows at `step`."""

@@ -26,13 +26,12 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from jaxwhisper.data.batches import BatchAssembler, BatchConfig
+from jaxwhisper.data.batches import BatchConfig, Loader
 from jaxwhisper.data.examples import Source
 from jaxwhisper.data.order import MixtureOrder
 from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.prefetch import decode_pool, prefetched
 from jaxwhisper.data.streams import open_stream
-from jaxwhisper.data.validation import ValidationConfig
 
 
 def _source_seed(seed: int, index: int) -> int:
@@ -49,34 +48,21 @@ def source_rows(src: Source) -> Optional[int]:
     return getattr(src, "num_rows", None)
 
 
-class StreamLoader(BatchAssembler):
+class StreamLoader(Loader):
     """`BatchLoader`'s batches from streaming (and map-style) sources, read in order.
 
-    Args: as `pipeline.BatchLoader`.
+    Args: as `batches.Loader`; weights are required when a streaming source's row count is
+    unknown.
     """
 
-    def __init__(
-        self,
-        sources: Sequence[Source],
-        batch: BatchConfig,
-        prefix: Sequence[int],
-        eot: int,
-        encode,
-        weights: Optional[Sequence[float]] = None,
-        validation: Optional[ValidationConfig] = None,
-        process_index: int = 0,
-        process_count: int = 1,
-        decode_workers: int = 1,
-    ):
-        super().__init__(batch, prefix, eot, encode, validation, process_index, process_count, decode_workers)
+    def set_up_reading(self, sources: list[Source], weights: Optional[Sequence[float]]) -> None:
         sizes = [source_rows(s) for s in sources]
         if not weights and None in sizes:
             unknown = [s.name for s, n in zip(sources, sizes) if n is None]
             raise ValueError(f"{', '.join(unknown)}: row count unknown; give data.weights for the mixture")
-        self.sources = list(sources)
-        self.order = MixtureOrder([n or 1 for n in sizes], weights or None, batch.seed)
+        self.order = MixtureOrder([n or 1 for n in sizes], weights or None, self.batch.seed)
         self.streams = [
-            open_stream(s, process_index, process_count, _source_seed(batch.seed, k))
+            open_stream(s, self.process_index, self.process_count, _source_seed(self.batch.seed, k))
             for k, s in enumerate(sources)
         ]
         self.step = 0
