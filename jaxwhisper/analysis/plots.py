@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -38,14 +38,27 @@ def _save(fig, path: Path, data) -> Path:
     return path
 
 
+def _model_panels(n: int, height: float, **kwargs):
+    """A row of `n` panels, one per model, 5.5 in wide each: (figure, panels)."""
+    fig, axes = _plt().subplots(
+        1, n, figsize=(5.5 * n, height), squeeze=False, layout="constrained", **kwargs
+    )
+    return fig, axes[0]
+
+
+def _plotted(by_label: Mapping[str, Any], nothing: str) -> dict:
+    """The entries of `by_label` that have something to plot; ValueError(`nothing`) if none."""
+    kept = {k: v for k, v in by_label.items() if v}
+    if not kept:
+        raise ValueError(nothing)
+    return kept
+
+
 def outlier_share(per_dim: Mapping[str, Sequence[int]], point: str, path: Path) -> Path:
     """per_dim: {model label: outlier counts per hidden dimension at `point`}."""
-    plt = _plt()
-    fig, axes = plt.subplots(
-        1, len(per_dim), figsize=(5.5 * len(per_dim), 3.4), squeeze=False, sharey=True, layout="constrained"
-    )
+    fig, axes = _model_panels(len(per_dim), 3.4, sharey=True)
     data = {"point": point, "models": {}}
-    for ax, (label, counts) in zip(axes[0], per_dim.items()):
+    for ax, (label, counts) in zip(axes, per_dim.items()):
         c = np.asarray(counts, np.float64)
         share = c / max(c.sum(), 1.0)
         top = np.argsort(share)[::-1][:2]
@@ -57,7 +70,7 @@ def outlier_share(per_dim: Mapping[str, Sequence[int]], point: str, path: Path) 
         )
         ax.set_xlabel("hidden dimension")
         data["models"][label] = {"counts": c.astype(int).tolist(), "top2": top.tolist()}
-    axes[0][0].set_ylabel("share of outliers (%)")
+    axes[0].set_ylabel("share of outliers (%)")
     fig.suptitle(f"outliers (> 6 sigma) per hidden dimension: {point}", fontsize=9)
     return _save(fig, path, data)
 
@@ -114,15 +127,10 @@ def kurtosis(layers: Mapping[str, Mapping[str, Mapping]], points: Sequence[str],
 
 def gates(gate_hists: Mapping[str, Mapping[str, Mapping]], path: Path) -> Path:
     """gate_hists: {model label: outliers.json "gates"} (models without gates are skipped)."""
-    plt = _plt()
-    models = {k: v for k, v in gate_hists.items() if v}
-    if not models:
-        raise ValueError("no gated model: nothing to plot")
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(5.5 * len(models), 3.2), squeeze=False, layout="constrained"
-    )
+    models = _plotted(gate_hists, "no gated model: nothing to plot")
+    fig, axes = _model_panels(len(models), 3.2)
     data = {}
-    for ax, (label, by_point) in zip(axes[0], models.items()):
+    for ax, (label, by_point) in zip(axes, models.items()):
         edges = np.asarray(next(iter(by_point.values()))["edges"])
         for side in ("encoder", "decoder"):
             counts = sum(np.asarray(h["counts"]) for p, h in by_point.items() if p.startswith(side))
@@ -133,7 +141,7 @@ def gates(gate_hists: Mapping[str, Mapping[str, Mapping]], path: Path) -> Path:
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("gate value")
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("share of gate values")
+    axes[0].set_ylabel("share of gate values")
     return _save(fig, path, data)
 
 
@@ -144,9 +152,8 @@ def validation_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: P
     the teacher, and both must stay readable in one panel.
     """
     plt = _plt()
-    models = {k: list(v) for k, v in curves.items() if v}
-    if not models:
-        raise ValueError("no run has validation points: nothing to plot")
+    plotted = _plotted(curves, "no run has validation points: nothing to plot")
+    models = {k: list(v) for k, v in plotted.items()}
     fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
     for label, points in models.items():
         steps, wers = zip(*points)
@@ -160,20 +167,15 @@ def validation_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: P
 
 def gate_curves(runs: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]], path: Path) -> Path:
     """runs: {run label: {attention path: [(step, mean gate), ...]}} (`gate/*` metrics)."""
-    plt = _plt()
-    models = {k: v for k, v in runs.items() if v}
-    if not models:
-        raise ValueError("no gated run has gate metrics: nothing to plot")
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(5.5 * len(models), 3.5), squeeze=False, layout="constrained"
-    )
-    for ax, (label, by_path) in zip(axes[0], models.items()):
+    models = _plotted(runs, "no gated run has gate metrics: nothing to plot")
+    fig, axes = _model_panels(len(models), 3.5)
+    for ax, (label, by_path) in zip(axes, models.items()):
         for name, points in sorted(by_path.items()):
             steps, means = zip(*points)
             ax.plot(steps, means, label=name.replace("/layers_", "/"))
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("training step")
         ax.legend(fontsize=6, ncol=2)
-    axes[0][0].set_ylabel("mean gate (1 = neutral)")
+    axes[0].set_ylabel("mean gate (1 = neutral)")
     data = {k: {n: [list(p) for p in v] for n, v in by_path.items()} for k, by_path in models.items()}
     return _save(fig, path, data)
