@@ -19,8 +19,8 @@ import pytest
 from hub_standins import redirect_hub
 
 from jaxwhisper.config import PipelineConfig, QuantRunConfig, TrainConfig, load
-from jaxwhisper.data.pipeline import ValidationConfig, validate_example
 from jaxwhisper.data.sources import parse_spec
+from jaxwhisper.data.validation import ValidationConfig, validate_example
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
@@ -77,7 +77,7 @@ def _check_sources(specs):
 
 def _first_batch(cfg: TrainConfig) -> dict:
     """The training loader `train_and_evaluate` builds for `cfg`, and its first batch."""
-    from jaxwhisper.data.pipeline import BatchConfig
+    from jaxwhisper.data.batches import BatchConfig
     from jaxwhisper.data.streaming import make_loader
     from jaxwhisper.inference.tokenizer import WhisperTokenizer
     from jaxwhisper.models.weights.resolve import bundled_model_files

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from jaxwhisper.config import train_config_from_dict
-from jaxwhisper.data.pipeline import BatchConfig, BatchLoader
+from jaxwhisper.data.batches import BatchConfig
+from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.config import WhisperConfig
