@@ -49,6 +49,15 @@ def _open_output(path: str):
         raise CliError(f"{path}: cannot write output ({e.strerror})") from None
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _check_dtype(dtype: str) -> None:
+    # Checked here rather than by argparse `choices`, whose refusal is the whole usage text.
+    if dtype not in COMPUTE_DTYPES:
+        raise CliError(f"--dtype {dtype!r}: unknown compute dtype; choose {' or '.join(COMPUTE_DTYPES)}")
+
+
 def _optional_float(text: str):
     if text.lower() == "none":
         return None
@@ -61,6 +70,7 @@ def _optional_float(text: str):
 def cmd_transcribe(args) -> int:
     from jaxwhisper.data.preflight import check_output_dir, check_output_file
 
+    _check_dtype(args.dtype)
     # Before JAX is imported: a refused output costs a fraction of a second. An output
     # without a suffix may be the folder of per-input subtitle files (checked below).
     if args.output and Path(args.output).suffix:
@@ -159,6 +169,7 @@ def cmd_transcribe(args) -> int:
 def cmd_pseudo_label(args) -> int:
     from jaxwhisper.data.preflight import check_labelling
 
+    _check_dtype(args.dtype)
     source = _checked(check_labelling, args.data, Path(args.output))
 
     import jax
@@ -339,7 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--output", help="JSONL output (default: stdout)")
     t.add_argument("--language", default="en", help="language of multilingual models")
-    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    t.add_argument(
+        "--dtype",
+        default="float32",
+        help="compute dtype: float32 or bfloat16 (bf16 matmuls with float32 accumulation; "
+        "LayerNorm, softmax and logits in float32)",
+    )
     t.add_argument(
         "--padding",
         default="log_mel",
@@ -371,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--data", required=True, help="data spec (see jaxwhisper/data/sources.py)")
     pl.add_argument("--output", required=True, help="output directory (resumed if it exists)")
     pl.add_argument("--batch-size", type=int, default=16)
-    pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    pl.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     pl.set_defaults(func=cmd_pseudo_label)
 
     dc = sub.add_parser("demo-corpus", help="build the CPU demo's training and evaluation manifests")
