@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--output", help="JSONL output (default: stdout)")
     t.add_argument("--language", default="en", help="language of multilingual models")
-    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    t.add_argument(
+        "--dtype",
+        default="float32",
+        help="compute dtype: float32 or bfloat16 (bf16 matmuls with float32 accumulation; "
+        "LayerNorm, softmax and logits in float32)",
+    )
     t.add_argument(
         "--padding",
         default="log_mel",
@@ -84,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--data", required=True, help="data spec (see jaxwhisper/data/sources.py)")
     pl.add_argument("--output", required=True, help="output directory (resumed if it exists)")
     pl.add_argument("--batch-size", type=int, default=16)
-    pl.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    pl.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     pl.set_defaults(func=cmd_pseudo_label)
 
     dc = sub.add_parser("demo-corpus", help="build the CPU demo's training and evaluation manifests")

@@ -36,9 +36,19 @@ def load_model(spec: str, **overrides):
         raise CliError(str(e)) from None
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _check_dtype(dtype: str) -> None:
+    # Checked here rather than by argparse `choices`, whose refusal is the whole usage text.
+    if dtype not in COMPUTE_DTYPES:
+        raise CliError(f"--dtype {dtype!r}: unknown compute dtype; choose {' or '.join(COMPUTE_DTYPES)}")
+
+
 def cmd_transcribe(args) -> int:
     from jaxwhisper.data.preflight import check_output_file
 
+    _check_dtype(args.dtype)
     # Before JAX is imported: a refused output costs a fraction of a second. An output
     # without a suffix may be the folder of per-input subtitle files (checked below).
     if args.output and Path(args.output).suffix:
@@ -129,6 +139,7 @@ def cmd_transcribe(args) -> int:
 def cmd_pseudo_label(args) -> int:
     from jaxwhisper.data.preflight import check_labelling
 
+    _check_dtype(args.dtype)
     source = _checked(check_labelling, args.data, Path(args.output))
 
     import jax

@@ -112,6 +112,13 @@ def test_pseudo_label_refuses_repeated_ids_before_loading(d, no_model, capsys):
     assert not (d / "pl").exists()
 
 
+@pytest.mark.parametrize("command", ["transcribe {m}", "pseudo-label --data {m} --output {d}/pl"])
+def test_an_unknown_dtype_is_one_line_before_loading(d, no_model, capsys, command):
+    args = command.format(m=d / "m.jsonl", d=d).split() + ["--dtype", "float8"]
+    assert cli.main(args) == 2
+    assert "--dtype 'float8': unknown compute dtype; choose float32 or bfloat16" in _err(capsys)
+
+
 @pytest.mark.slow
 def test_no_scored_utterance_is_wer_null_and_exit_1(d, tiny_en, monkeypatch, capsys):
     monkeypatch.setattr(commands, "load_model", lambda spec, **kw: tiny_en)

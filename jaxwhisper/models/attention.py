@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxwhisper.models import precision
 from jaxwhisper.models.config import WhisperConfig
 
 # Keys and values are kept head-major, [batch, heads, len, head_dim], so that the per-step
@@ -65,7 +66,9 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, probs_fn, block:
         @jax.checkpoint
         def tile(qt):
             scores = jnp.einsum("hqd,hkd->hqk", qt, kr, preferred_element_type=jnp.float32)
-            return jnp.einsum("hqk,hkd->hqd", probs_fn(scores).astype(vr.dtype), vr)
+            return jnp.einsum(
+                "hqk,hkd->hqd", probs_fn(scores).astype(vr.dtype), vr, preferred_element_type=jnp.float32
+            )
 
         out = jax.lax.map(tile, tiles)  # [tiles, heads, block, head_dim]
         return out.transpose(1, 0, 2, 3).reshape(n_heads, n_q, head_dim)
@@ -109,8 +112,8 @@ class MultiHeadAttention(Tapped):
 
     def setup(self):
         c = self.config
-        dense = lambda name, bias=True: nn.Dense(  # noqa: E731
-            c.d_model, use_bias=bias, dtype=c.dtype, param_dtype=c.param_dtype, name=name
+        dense = lambda name, bias=True: precision.dense(  # noqa: E731
+            c.d_model, c.dtype, c.param_dtype, use_bias=bias, name=name
         )
         self.q_proj = dense("q_proj")
         self.k_proj = dense("k_proj", bias=False)
@@ -140,7 +143,8 @@ class MultiHeadAttention(Tapped):
 
     def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values of `x` [batch, len, embed] -> two [batch, heads, len, head_dim]."""
-        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        dt = self.config.dtype
+        return self._heads(self.k_proj(x).astype(dt)), self._heads(self.v_proj(x).astype(dt))
 
     def _gate(self, x: jax.Array) -> Optional[jax.Array]:
         """Gate values [batch, q, 1 or heads] in f32, or None without a gate."""
@@ -175,7 +179,7 @@ class MultiHeadAttention(Tapped):
           The output [batch, q, embed] and the updated cache (None without one).
         """
         c = self.config
-        q = self._heads(self.q_proj(x)) * (c.head_dim**-0.5)
+        q = (self._heads(self.q_proj(x)) * (c.head_dim**-0.5)).astype(c.dtype)
         new_cache = None
         if kv is not None:
             k, v = kv
@@ -200,7 +204,10 @@ class MultiHeadAttention(Tapped):
             scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = probs_fn(scores)
         probs = self.tap("attn_probs", probs)
-        ctx = jnp.einsum("bhqk,bhkd->bqhd", probs.astype(c.dtype), v.astype(c.dtype))
+        # bf16 probabilities and values, summed in float32 (as the scores above).
+        ctx = jnp.einsum(
+            "bhqk,bhkd->bqhd", probs.astype(c.dtype), v.astype(c.dtype), preferred_element_type=jnp.float32
+        )
         return self._finish(x, ctx), new_cache
 
     def use_blocked_attention(self, n_q: int, kv, cache) -> bool:
@@ -223,7 +230,7 @@ class MultiHeadAttention(Tapped):
         gate = self._gate(x)
         if gate is not None:
             gate = self.tap("gate", gate)
-            ctx = (ctx * gate[..., None]).astype(c.dtype)
-        ctx = ctx.reshape(*ctx.shape[:2], c.d_model)
+            ctx = ctx * gate[..., None]
+        ctx = ctx.astype(c.dtype).reshape(*ctx.shape[:2], c.d_model)
         ctx = self.tap("context", ctx)
         return self.tap("out", self.out_proj(ctx))

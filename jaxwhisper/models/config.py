@@ -36,7 +36,9 @@ class WhisperConfig:
         student whose encoder is its teacher's, frozen: gates only in the decoder).
       softmax_clip_gamma: clipped softmax lower stretch (<= 0; 0 disables).
       softmax_clip_zeta: clipped softmax upper stretch (>= 1; 1 disables).
-      dtype: compute dtype ("float32" or "bfloat16"); softmax and LayerNorm stay f32.
+      dtype: compute dtype ("float32" or "bfloat16"): the operands of every matmul; in
+        bfloat16 they accumulate in float32 (models/precision.py). Softmax, LayerNorm, the
+        residual stream and the logits stay f32.
       param_dtype: parameter dtype.
       remat: recompute each residual block's activations in the backward pass
         (`nn.remat`) instead of keeping them: training memory for compute; the forward

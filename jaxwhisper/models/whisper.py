@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwhisper.models import precision
 from jaxwhisper.models.attention import KVCache, MultiHeadAttention, Tapped
 from jaxwhisper.models.config import WhisperConfig
 
@@ -68,9 +69,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.config
-        x = nn.Dense(c.ffn_dim, dtype=c.dtype, param_dtype=c.param_dtype, name="fc1")(x)
+        # In bf16 the Dense results are float32 (see precision.py): GELU runs on them in
+        # float32 and fc2 rounds its input to bf16 once.
+        x = precision.dense(c.ffn_dim, c.dtype, c.param_dtype, name="fc1")(x)
         x = gelu(x)
-        return nn.Dense(c.d_model, dtype=c.dtype, param_dtype=c.param_dtype, name="fc2")(x)
+        return precision.dense(c.d_model, c.dtype, c.param_dtype, name="fc2")(x)
 
 
 class ResidualBlock(Tapped):
@@ -93,6 +96,8 @@ class ResidualBlock(Tapped):
         return self.encoder_attn.project_kv(encoder_out)
 
     def __call__(self, x, cross_kv=None, cache: Optional[KVCache] = None, offset=0):
+        # In a low-precision dtype the attention and MLP outputs are float32 (precision.py),
+        # so the residual sums, and the stream from the first block on, are float32.
         dt = self.config.dtype
         h, cache = self.self_attn(self.self_attn_layer_norm(x).astype(dt), cache=cache, offset=offset)
         x = self.tap("residual_self_attn", x + h)

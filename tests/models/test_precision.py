@@ -1,0 +1,183 @@
+"""bf16 compute with float32 accumulation: a Dense against a float64 numpy reference of the
+same bf16-rounded operands, the dot's result type in the jaxpr and the lowered StableHLO of a
+whole bf16 model, and the plain Flax Dense for float32."""
+
+import flax.linen as nn
+import jax
+import jax.extend
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from jaxwhisper.models import precision
+from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.whisper import Whisper, init_params
+
+U32 = 2.0**-24  # unit roundoff of float32
+SMALL = WhisperConfig(
+    n_audio_ctx=50,
+    n_text_ctx=32,
+    n_vocab=100,
+    d_model=64,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    ffn_dim=128,
+    gate="shared",
+)
+
+
+def _operands(k=384, n=1536, m=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    return x, w, b
+
+
+def _bf16(a):
+    return np.asarray(a).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+def _sum_error_bound(xr, wr, y):
+    """|fl(sum) - sum| <= K u sum_k |x_k w_k| (+ u |y| for adding the bias) for any order of
+    summation in float32 (Higham, Accuracy and Stability, eq. 3.5); the products of two bf16
+    numbers (8-bit significands) are exact in float32 (24 bits), so summing is the only
+    rounding."""
+    k = xr.shape[-1]
+    return k * U32 * (np.abs(xr) @ np.abs(wr)) + U32 * np.abs(y)
+
+
+def test_bf16_dense_is_the_f32_sum_of_the_bf16_rounded_operands():
+    x, w, b = _operands()
+    layer = precision.dense(w.shape[1], jnp.bfloat16, jnp.float32)
+    params = {"params": {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}}
+    y = layer.apply(params, jnp.asarray(x))
+    assert y.dtype == jnp.float32
+    xr, wr = _bf16(x), _bf16(w)
+    ref = xr @ wr + b.astype(np.float64)  # the bias is kept in float32, so not rounded to bf16
+    err = np.abs(np.asarray(y, np.float64) - ref)
+    bound = _sum_error_bound(xr, wr, ref)
+    assert (err <= bound).all(), float((err / bound).max())
+
+    # The check tells a bf16 result apart: Flax's own bf16 Dense (a bf16 dot result and a bf16
+    # bias, each rounded to 8 significant bits) misses the bound, with errors ~100x larger.
+    flax_bf16 = nn.Dense(w.shape[1], dtype=jnp.bfloat16).apply(params, jnp.asarray(x))
+    assert flax_bf16.dtype == jnp.bfloat16
+    flax_err = np.abs(np.asarray(flax_bf16, np.float64) - ref)
+    assert (flax_err > bound).any()
+    assert np.median(flax_err) > 100 * np.median(err)
+
+
+def test_bf16_dense_gradients_are_f32_sums_of_bf16_operands():
+    """Backward: the cotangent is rounded to bf16 and both gradients are bf16 x bf16 dots
+    summed in float32; x's gradient is then rounded to bf16 (x is bf16), the kernel's stays
+    float32. Against float64 numpy on the same rounded operands, with the summation bound of
+    the forward test (plus one bf16 rounding, at most 2^-8 relative, for x's gradient)."""
+    x, w, b = _operands(m=16)
+    c = np.random.default_rng(1).standard_normal((2, 16, w.shape[1])).astype(np.float32)
+    layer = precision.dense(w.shape[1], jnp.bfloat16, jnp.float32)
+
+    def loss(params, x):
+        return jnp.sum(layer.apply({"params": params}, x) * c)
+
+    params = {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}
+    x16 = jnp.asarray(x, jnp.bfloat16)
+    grads, dx = jax.grad(loss, argnums=(0, 1))(params, x16)
+    assert grads["kernel"].dtype == jnp.float32 and dx.dtype == jnp.bfloat16
+    xr, wr, gr = _bf16(x), _bf16(w), _bf16(c)
+    dk_ref = np.einsum("bmk,bmn->kn", xr, gr)
+    dk_bound = 32 * U32 * np.einsum("bmk,bmn->kn", np.abs(xr), np.abs(gr)) + U32 * np.abs(dk_ref)
+    assert (np.abs(np.asarray(grads["kernel"], np.float64) - dk_ref) <= dk_bound).all()
+    dx_ref = gr @ wr.T
+    dx_bound = _sum_error_bound(gr, wr.T, dx_ref) * (1 + 2.0**-8) + 2.0**-8 * np.abs(dx_ref)
+    assert (np.abs(np.asarray(dx, np.float64) - dx_ref) <= dx_bound).all()
+    db_ref = c.astype(np.float64).sum(axis=(0, 1))  # the bias gradient: a float32 sum of rows
+    assert (
+        np.abs(np.asarray(grads["bias"], np.float64) - db_ref) <= 32 * U32 * np.abs(c).sum(axis=(0, 1))
+    ).all()
+    # All three dots of forward and backward take two bf16 operands and sum in float32.
+    dots = list(_dot_generals(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x16).jaxpr))
+    assert len(dots) == 3
+    for e in dots:
+        assert [v.aval.dtype for v in e.invars] == [jnp.bfloat16] * 2
+        assert e.params["preferred_element_type"] == jnp.float32
+
+
+def test_f32_dense_is_flax_dense():
+    layer = precision.dense(8, jnp.float32, jnp.float32, use_bias=False, name="q")
+    assert layer == nn.Dense(8, dtype=jnp.float32, param_dtype=jnp.float32, use_bias=False, name="q")
+
+
+def _dot_generals(jaxpr):
+    """Every dot_general equation of a closed jaxpr, sub-jaxprs (map, checkpoint) included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _dot_generals(sub)
+
+
+def _model_fn(dtype):
+    config = SMALL.replace(dtype=dtype)
+    params = init_params(SMALL, jax.random.PRNGKey(0))
+    mel = jnp.zeros((2, 80, 100), jnp.float32)
+    tokens = jnp.zeros((2, 5), jnp.int32)
+    return (lambda p: Whisper(config).apply({"params": p}, mel, tokens)), params
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_every_low_precision_dot_accumulates_in_f32(dtype):
+    fn, params = _model_fn(dtype)
+    dots = list(_dot_generals(jax.make_jaxpr(fn)(params).jaxpr))
+    low = [e for e in dots if e.invars[0].aval.dtype == jnp.dtype(dtype)]
+    # Encoder block: q, k, v, out, fc1, fc2 and the score and value einsums (8); decoder
+    # block: those of two attentions (cross keys/values included) and the MLP (14).
+    assert len(low) == 2 * 8 + 2 * 14
+    for e in low:
+        assert e.invars[1].aval.dtype == jnp.dtype(dtype)
+        assert e.params["preferred_element_type"] == jnp.float32, e
+        assert e.outvars[0].aval.dtype == jnp.float32
+    # The rest are float32 by design: the 6 shared gates and the tied logits.
+    rest = [e for e in dots if e.invars[0].aval.dtype != jnp.dtype(dtype)]
+    assert len(rest) == 6 + 1 and all(e.invars[0].aval.dtype == jnp.float32 for e in rest)
+
+
+def test_lowered_bf16_model_has_bf16_dots_with_f32_results():
+    """The same in what XLA receives: every stablehlo.dot_general with bf16 operands returns
+    f32 (the result type of `preferred_element_type`)."""
+    fn, params = _model_fn("bfloat16")
+    text = jax.jit(fn).lower(params).as_text()
+    dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+    typed = [line.rsplit(":", 1)[-1] for line in dots]  # "(tensor<..>, tensor<..>) -> tensor<..>"
+    bf16_dots = [t for t in typed if t.split("->")[0].count("bf16>") == 2]
+    assert len(bf16_dots) == 2 * 8 + 2 * 14
+    assert all(t.split("->")[1].strip().endswith("xf32>") for t in bf16_dots), bf16_dots
+
+
+@pytest.mark.slow
+def test_bf16_transcripts_of_real_speech_are_within_3_points_of_f32_wer(tiny_en, fixture_manifest):
+    """tiny.en in bf16 against the reference transcripts, beside f32 on the same 8 clips.
+
+    3 points of WER (about 2 of the 70 words): bf16 operands keep 8 significant bits, the
+    encoder output moves by ~1% (relative L2) from f32, and greedy decoding follows a
+    different token where two were nearly tied. On the 58 fixture clips of at most 30 s:
+    10.27% (f32) and 10.58% (bf16), one transcript of 58 differs (one word)."""
+    from jaxwhisper.data.audio import load_audio
+    from jaxwhisper.evaluation.wer import word_error_rate
+    from jaxwhisper.inference.transcribe import Transcriber, read_manifest
+    from jaxwhisper.models.weights.base import LoadedModel
+
+    rows = [u for u in read_manifest(fixture_manifest) if "arctic" in u.id or "pocketsphinx" in u.id][:8]
+    clips = [load_audio(u.audio) for u in rows]
+    refs = [u.text for u in rows]
+    bf16 = LoadedModel(
+        tiny_en.config.replace(dtype="bfloat16"), tiny_en.params, tiny_en.tokenizer_dir, tiny_en.source
+    )
+    wer = {
+        name: word_error_rate(refs, Transcriber(m, batch_size=8).transcribe_arrays(clips)).wer
+        for name, m in (("f32", tiny_en), ("bf16", bf16))
+    }
+    assert wer["f32"] < 15.0  # percent; the float model transcribes these clips (sanity of the setup)
+    assert wer["bf16"] <= wer["f32"] + 3.0, wer
