@@ -16,8 +16,9 @@ The float32 result is kept, not rounded back to bf16 after the bias: the residua
 GELU and the gates then run in float32 and each matmul rounds its operands to bf16 once.
 Measured on tiny.en's encoder (batch 8): that was faster than rounding every Dense output to
 bf16 (2.65 / 2.53 s against 2.79 / 3.41 s in two runs while other jobs loaded the 2 cores;
-f32 3.7-4.2 s, Flax's bf16 Dense 3.7-5.0 s) and closer to float32 (relative L2 distance of the encoder output 1.0e-2 against
-1.3e-2). Keys, values and queries are cast to bf16 by their callers, as einsum operands.
+f32 3.7-4.2 s, Flax's bf16 Dense 3.7-5.0 s) and closer to float32 (relative L2 distance
+of the encoder output 1.0e-2 against 1.3e-2). Keys, values and queries are cast to bf16 by
+their callers, as einsum operands.
 
 Layers stay `nn.Dense` instances with the usual `kernel`/`bias` parameters, so checkpoints,
 loaders and the quantization interceptors (which match `nn.Dense` calls) see no difference.
