@@ -66,3 +66,18 @@ def hub_standins(tmp_path_factory) -> Path:
     from hub_standins import write_all
 
     return write_all(tmp_path_factory.mktemp("hub"), n_shards=4)
+
+
+def quick_parquet_shutdown() -> None:
+    """datasets sleeps 5 s whenever a parquet stream's iterator shuts down (a guard against an
+    Arrow thread-pool hang, apache/arrow#45214). The stand-in shards end a pass every few rows,
+    so the sleeps dominated the streaming tests; 0.1 s is what that issue's reporters found
+    enough. Real corpora end a pass once per epoch, where 5 s does not matter."""
+    import datasets.config
+
+    datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0.1
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quick_parquet_shutdown():
+    quick_parquet_shutdown()

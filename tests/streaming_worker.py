@@ -22,6 +22,9 @@ os.environ["USE_TORCH"] = "0"  # else `datasets` imports torch (seconds) when it
 def main(process_id: int, num_processes: int, port: int, spec: str, out: str, mode: str) -> None:
     from pathlib import Path
 
+    from conftest import quick_parquet_shutdown
+
+    quick_parquet_shutdown()
     from jaxwhisper import distributed
 
     distributed.initialize(f"localhost:{port}", num_processes, process_id, timeout_s=120)

@@ -4,10 +4,12 @@ corpus, and each training config assembles its first batch with the loader the t
 builds (fast) and runs its first steps, saves and resumes (marked slow: minutes of XLA
 compilation on CPU).
 
-For speed every teacher is tiny.en (large-v2 is not available offline; base would cost a
-minute of compilation), students get 2 encoder layers unless they keep the teacher's
-frozen encoder and compute in float32 without remat, batches are 8 rows and runs are 2
-steps; data specs, mixture, mesh and loss are the configs' own.
+For speed every teacher is a small random model with tiny.en's tokenizer (4+4 layers,
+width 64: large-v2 is not available offline, and what is checked here is that the configs'
+data, mixture, mesh, student options and loss run, not what the teacher knows); students
+get 2 encoder layers unless they keep the teacher's frozen encoder and compute in float32
+without remat, batches are 8 rows and runs are 2 steps; data specs, mixture, mesh and loss
+are the configs' own.
 """
 
 import importlib.util
@@ -15,12 +17,18 @@ import json
 import math
 from pathlib import Path
 
+import jax
 import pytest
 from hub_standins import redirect_hub
 
 from jaxwhisper.config import PipelineConfig, QuantRunConfig, TrainConfig, load
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.validation import ValidationConfig, validate_example
+from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.weights.base import LoadedModel
+from jaxwhisper.models.weights.native import save_checkpoint
+from jaxwhisper.models.weights.resolve import bundled_model_files
+from jaxwhisper.models.whisper import init_params
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
@@ -52,11 +60,24 @@ def offline(tmp_path, monkeypatch, hub_standins, fixture_manifest):
     return tmp_path
 
 
-def _small(raw: dict) -> dict:
-    if raw["teacher"] != "tiny.en":
-        raw["teacher"] = "tiny.en"
-        if not raw["student"].get("freeze_encoder"):
-            raw["student"]["encoder_layers"] = 2
+SMALL_TEACHER = WhisperConfig(
+    n_vocab=51864, n_text_ctx=448, d_model=64, n_heads=4, encoder_layers=4, decoder_layers=4, ffn_dim=128
+)
+
+
+@pytest.fixture(scope="session")
+def small_teacher(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("small-teacher")
+    _, tok = bundled_model_files("tiny.en")
+    params = init_params(SMALL_TEACHER, jax.random.PRNGKey(0))
+    save_checkpoint(LoadedModel(SMALL_TEACHER, params, tok, "random"), d)
+    return d
+
+
+def _small(raw: dict, teacher: Path) -> dict:
+    raw["teacher"] = str(teacher)
+    if not raw["student"].get("freeze_encoder"):
+        raw["student"]["encoder_layers"] = 2
     # float32 without remat: XLA on CPU compiles bfloat16 and remat many times slower.
     raw["student"].update(dtype="float32", remat=False)
     raw["teacher_dtype"] = "float32"
@@ -80,8 +101,6 @@ def _first_batch(cfg: TrainConfig) -> dict:
     from jaxwhisper.data.batches import BatchConfig
     from jaxwhisper.data.streaming import make_loader
     from jaxwhisper.inference.tokenizer import WhisperTokenizer
-    from jaxwhisper.models.weights.resolve import bundled_model_files
-
     _, tok_dir = bundled_model_files("tiny.en")
     tok = WhisperTokenizer(tok_dir, multilingual=False)
     loader = make_loader(
@@ -100,7 +119,7 @@ def _first_batch(cfg: TrainConfig) -> dict:
     return batch
 
 
-def _train_configs(name: str) -> list:
+def _train_configs(name: str, teacher: Path) -> list:
     raw = _raw(name)
     if name == "quant_int8":
         cfg = load(QuantRunConfig, raw)
@@ -109,13 +128,13 @@ def _train_configs(name: str) -> list:
     if name == "paper_cpu":
         cfg = load(PipelineConfig, raw)
         _check_sources(cfg.quant.test + (cfg.quant.calibration, cfg.outliers.data))
-        return [_small(raw["train"])]
-    return [_small(raw)]
+        return [_small(raw["train"], teacher)]
+    return [_small(raw, teacher)]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_config_builds_its_sources_and_first_batch(name, offline):
-    for raw in _train_configs(name):
+def test_every_config_builds_its_sources_and_first_batch(name, offline, small_teacher):
+    for raw in _train_configs(name, small_teacher):
         cfg = load(TrainConfig, raw)
         _check_sources(cfg.data.eval)
         batch = _first_batch(cfg)
@@ -124,12 +143,12 @@ def test_every_config_builds_its_sources_and_first_batch(name, offline):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n != "quant_int8"])
-def test_every_training_config_runs_its_first_steps_and_resumes(name, offline):
+def test_every_training_config_runs_its_first_steps_and_resumes(name, offline, small_teacher):
     """Two steps, saved at step 1, then the same call resumes and runs step 2 (from the
     saved stream position for the streaming configs)."""
     from jaxwhisper.train.loop import train_and_evaluate
 
-    for raw in _train_configs(name):
+    for raw in _train_configs(name, small_teacher):
         raw["checkpoint_every_steps"] = 1
         cfg = load(TrainConfig, raw)
         workdir = offline / "run"

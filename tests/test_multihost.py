@@ -117,8 +117,12 @@ def test_two_processes_match_one(setup):
     assert sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
     np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
     exported = resolve_model(str(multi / EXPORT))
+    # The gradient all-reduce sums in another order across two processes (gloo) than within
+    # one, and Adam's m / sqrt(v) turns last-bit gradient differences of near-zero gradients
+    # into update differences: measured up to 2e-6 after 4 steps at lr 1e-3. atol 1e-5 is 1%
+    # of one step's size, far below what a wrong row split or a missed step would change.
     for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(exported.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     got = json.loads((multi / "eval" / "results.json").read_text())["datasets"]["train"]
     want = ref["datasets"]["train"]
     assert {k: v for k, v in got.items() if k != "wall_s"} == {k: v for k, v in want.items() if k != "wall_s"}

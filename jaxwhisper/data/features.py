@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxwhisper.spmd import by_rows
+
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP = 160
@@ -144,6 +146,11 @@ def log_mel_batch(
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    # Per device under a mesh: XLA replicates a batch-sharded FFT on every device (spmd.py).
+    return by_rows(functools.partial(_log_mel_rows, n_mels=n_mels, padding=padding))(audio, lengths)
+
+
+def _log_mel_rows(audio: jax.Array, lengths: jax.Array, n_mels: int, padding: str) -> jax.Array:
     batch = audio.shape[0]
     if padding == "audio":
         sig_len = jnp.full((batch,), N_SAMPLES, jnp.int32)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from jaxwhisper.models import precision
 from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.spmd import by_rows
 
 # Keys and values are kept head-major, [batch, heads, len, head_dim], so that the per-step
 # decoder matmuls read them in place (a [batch, len, heads, head_dim] layout made XLA
@@ -73,7 +74,10 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, probs_fn, block:
         out = jax.lax.map(tile, tiles)  # [tiles, heads, block, head_dim]
         return out.transpose(1, 0, 2, 3).reshape(n_heads, n_q, head_dim)
 
-    return jax.lax.map(row, (q, k, v))
+    # One row at a time keeps the tile in cache (2.2x faster than all rows per tile for a
+    # batch of 8 on one CPU device); per device under a mesh, where the partitioner would
+    # otherwise loop over the whole batch on every device (spmd.py).
+    return by_rows(lambda q, k, v: jax.lax.map(row, (q, k, v)))(q, k, v)
 
 
 def clipped_softmax(scores: jax.Array, gamma: float, zeta: float) -> jax.Array:

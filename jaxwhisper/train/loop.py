@@ -164,12 +164,19 @@ def train_and_evaluate(
     state_sh = sharding.tree_shardings(state_shapes, mesh)
     teacher_sh = sharding.tree_shardings(teacher.params, mesh)
     teacher_params = jax.device_put(teacher.params, teacher_sh)
-    train_step = jax.jit(
+    jitted_step = jax.jit(
         step_fn,
         in_shardings=(state_sh, teacher_sh, sharding.batch_sharding(mesh)),
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=0,
     )
+
+    def train_step(*args):
+        # With the mesh in context the features and the tiled attention run on each
+        # device's own rows instead of the whole batch on every device (jaxwhisper/spmd.py).
+        with jax.set_mesh(mesh):
+            return jitted_step(*args)
+
     encoder_cache = None
     batch_keys = BATCH_KEYS
     if cfg.encoder_cache_mb and jax.process_count() == 1:

@@ -19,7 +19,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-RULES = {"batch": ("data", "fsdp"), "params": "fsdp"}
+from jaxwhisper.spmd import BATCH_AXES
+
+RULES = {"batch": BATCH_AXES, "params": "fsdp"}
 
 
 def make_mesh(fsdp: int = 1, devices=None) -> Mesh:
