@@ -26,6 +26,8 @@ from jaxwhisper.train import sharding
 from jaxwhisper.train.step import make_loss_fn
 from jaxwhisper.train.student import make_student
 
+pytestmark = pytest.mark.slow  # whole training runs on real clips: 20-60 s each
+
 REPO = Path(__file__).resolve().parents[2]
 # n_text_ctx 64: greedy validation of the random students stops within 32 tokens (test time).
 SMALL = WhisperConfig(
