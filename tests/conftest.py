@@ -82,10 +82,3 @@ def quick_parquet_shutdown() -> None:
 def _quick_parquet_shutdown():
     quick_parquet_shutdown()
 
-
-def pytest_collection_modifyitems(session, config, items):
-    """Modules with slow tests first (each module's own order kept, so module fixtures are set
-    up once): with two xdist workers the long tests then start early instead of leaving one
-    worker alone with them at the end."""
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
