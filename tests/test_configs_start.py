@@ -101,6 +101,7 @@ def _first_batch(cfg: TrainConfig) -> dict:
     from jaxwhisper.data.batches import BatchConfig
     from jaxwhisper.data.streaming import make_loader
     from jaxwhisper.inference.tokenizer import WhisperTokenizer
+
     _, tok_dir = bundled_model_files("tiny.en")
     tok = WhisperTokenizer(tok_dir, multilingual=False)
     loader = make_loader(

@@ -4,11 +4,11 @@ whole bf16 model, and the plain Flax Dense for float32."""
 
 import flax.linen as nn
 import jax
-import jax.extend
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from jaxprs import dot_generals
 
 from jaxwhisper.models import precision
 from jaxwhisper.models.config import WhisperConfig
@@ -98,7 +98,7 @@ def test_bf16_dense_gradients_are_f32_sums_of_bf16_operands():
         np.abs(np.asarray(grads["bias"], np.float64) - db_ref) <= 32 * U32 * np.abs(c).sum(axis=(0, 1))
     ).all()
     # All three dots of forward and backward take two bf16 operands and sum in float32.
-    dots = list(_dot_generals(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x16).jaxpr))
+    dots = list(dot_generals(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x16).jaxpr))
     assert len(dots) == 3
     for e in dots:
         assert [v.aval.dtype for v in e.invars] == [jnp.bfloat16] * 2
@@ -108,15 +108,6 @@ def test_bf16_dense_gradients_are_f32_sums_of_bf16_operands():
 def test_f32_dense_is_flax_dense():
     layer = precision.dense(8, jnp.float32, jnp.float32, use_bias=False, name="q")
     assert layer == nn.Dense(8, dtype=jnp.float32, param_dtype=jnp.float32, use_bias=False, name="q")
-
-
-def _dot_generals(jaxpr):
-    """Every dot_general equation of a closed jaxpr, sub-jaxprs (map, checkpoint) included."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _dot_generals(sub)
 
 
 def _model_fn(dtype):
@@ -130,7 +121,7 @@ def _model_fn(dtype):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_every_low_precision_dot_accumulates_in_f32(dtype):
     fn, params = _model_fn(dtype)
-    dots = list(_dot_generals(jax.make_jaxpr(fn)(params).jaxpr))
+    dots = list(dot_generals(jax.make_jaxpr(fn)(params).jaxpr))
     low = [e for e in dots if e.invars[0].aval.dtype == jnp.dtype(dtype)]
     # Encoder block: q, k, v, out, fc1, fc2 and the score and value einsums (8); decoder
     # block: those of two attentions (cross keys/values included) and the MLP (14).

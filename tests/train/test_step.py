@@ -2,8 +2,8 @@
 
 import flax.traverse_util
 import jax
-import jax.extend
 import numpy as np
+from jaxprs import dot_generals
 
 from jaxwhisper.config import OptimizerConfig
 from jaxwhisper.data.batches import make_labels
@@ -196,16 +196,9 @@ def test_bf16_step_learns_with_f32_accumulating_dots():
     )
     state, batch = init_state(s_params, tx), _batch()
 
-    def dots(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                yield eqn
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                yield from dots(sub)
-
     bf16 = jax.numpy.bfloat16
     jaxpr = jax.make_jaxpr(step)(state, t_params, batch).jaxpr
-    both_bf16 = [e for e in dots(jaxpr) if all(v.aval.dtype == bf16 for v in e.invars)]
+    both_bf16 = [e for e in dot_generals(jaxpr) if all(v.aval.dtype == bf16 for v in e.invars)]
     # Forward dots of teacher and student: at least the 6 Dense and 2 einsums of each of the
     # teacher's 4 encoder blocks.
     assert len(both_bf16) >= 4 * 8
