@@ -99,6 +99,10 @@ class DataConfig:
     weights: mixture weights (empty: proportional to size).
     eval: data specs of the validation sets (WER each; the mean selects the best checkpoint).
     max_label_len: decoder positions per training row.
+    label_bucket: each batch's decoder positions are cut to its longest row's, rounded up
+      to a multiple of this (exact: the cut positions are padding), so short rows do not pay
+      for `max_label_len`; 0 keeps every batch at `max_label_len`. At most
+      `max_label_len / label_bucket` step shapes are compiled.
     max_audio_s: longest training clip.
     max_drop_fraction: the run fails when more of the data seen so far is unusable.
     seed: data order seed.
@@ -111,6 +115,7 @@ class DataConfig:
     weights: tuple = ()
     eval: tuple = ()
     max_label_len: int = 128
+    label_bucket: int = 32
     max_audio_s: float = 30.0
     max_drop_fraction: float = 0.2
     seed: int = 0
@@ -118,6 +123,8 @@ class DataConfig:
     decode_workers: int = 1
 
     def __post_init__(self):
+        if self.label_bucket < 0:
+            raise ConfigError(f"data.label_bucket is {self.label_bucket}; it must be >= 0 (0: off)")
         if self.decode_workers < 1:
             raise ConfigError(f"data.decode_workers is {self.decode_workers}; it must be >= 1")
         if self.weights and len(self.weights) != len(self.train):

@@ -171,3 +171,29 @@ class Loader:
             self.drops,
             pool,
         )
+
+
+def used_label_positions(labels: np.ndarray) -> int:
+    """Decoder positions up to the last label any row trains on (labels [rows, len])."""
+    used = np.nonzero((np.asarray(labels) != IGNORE).any(axis=0))[0]
+    return int(used[-1]) + 1 if used.size else 1
+
+
+def trim_label_positions(batch: dict, positions: int, bucket: int) -> dict:
+    """`batch` with `decoder_input_ids` and `labels` cut to `positions` rounded up to a
+    multiple of `bucket` (at most their padded length).
+
+    Exact for teacher forcing: a position attends only to earlier ones, and the cut positions
+    carry no label, so every kept position's logits and the loss are unchanged; the step
+    costs what the longest row needs instead of `max_label_len`. Bucketing bounds the number
+    of shapes (compilations) to `max_label_len / bucket`.
+    """
+    length = batch["labels"].shape[1]
+    keep = min(length, -(-positions // bucket) * bucket)
+    if keep == length:
+        return batch
+    return {
+        **batch,
+        "decoder_input_ids": batch["decoder_input_ids"][:, :keep],
+        "labels": batch["labels"][:, :keep],
+    }

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, TrainConfig, to_dict
-from jaxwhisper.data.batches import BatchConfig
+from jaxwhisper.data.batches import BatchConfig, trim_label_positions, used_label_positions
 from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.streaming import StreamLoader, make_loader
@@ -273,6 +273,10 @@ def train_and_evaluate(
         for step in range(start, end):
             local = next(batches)
             position["state"] = local.get("data_state")
+            if cfg.data.label_bucket:
+                # Every host must cut to the same length: the global batch has one shape.
+                used = max(distributed.allgather_json(used_label_positions(local["labels"])))
+                local = trim_label_positions(local, used, cfg.data.label_bucket)
             recent_ids.append(local["ids"])
             if encoder_cache is not None:
                 local["encoder_out"] = encoder_cache(local)

@@ -6,7 +6,7 @@ import numpy as np
 from jaxprs import dot_generals
 
 from jaxwhisper.config import OptimizerConfig
-from jaxwhisper.data.batches import make_labels
+from jaxwhisper.data.batches import make_labels, trim_label_positions, used_label_positions
 from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper, init_params
@@ -211,3 +211,28 @@ def test_bf16_step_learns_with_f32_accumulating_dots():
         losses.append(float(m["train/loss"]))
     assert np.isfinite(losses).all() and losses[-1] < 0.7 * losses[0]
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.params))
+
+
+def test_cutting_padded_label_positions_leaves_loss_and_gradients_unchanged():
+    """`data.label_bucket`: the loop cuts a batch's decoder positions to its longest row's
+    (rounded up); the cut positions are padding, so the step must not see a difference."""
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(TEACHER, t_params, 2, 2, gate="shared")
+    loss_fn = jax.jit(jax.value_and_grad(make_loss_fn(s_cfg, TEACHER), has_aux=True))
+    batch = _batch()
+    used = used_label_positions(batch["labels"])
+    assert used == 2 + 9 + 1 - 1  # prefix, text and end-of-text of the longer row, less one shift
+    cut = trim_label_positions(batch, used, 4)
+    assert cut["labels"].shape == (2, 12) and cut["decoder_input_ids"].shape == (2, 12)
+    (full, full_parts), full_grads = loss_fn(s_params, t_params, batch)
+    (short, short_parts), short_grads = loss_fn(s_params, t_params, cut)
+    # Same sums over the same labelled positions; only the matmul shapes differ.
+    np.testing.assert_allclose(float(short), float(full), rtol=1e-6)
+    assert float(short_parts["tokens"]) == float(full_parts["tokens"])
+    for key, value in full_parts["gates"].items():
+        np.testing.assert_allclose(float(short_parts["gates"][key]), float(value), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(full_grads), jax.tree.leaves(short_grads)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
+    # A bucket the batch already fills, or rounding past the padded length, cuts nothing.
+    assert trim_label_positions(batch, used, 16) is batch
+    assert trim_label_positions(batch, 15, 8) is batch
