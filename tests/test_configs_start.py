@@ -44,19 +44,20 @@ def _raw(name: str, arg: str = "") -> dict:
 @pytest.fixture
 def offline(tmp_path, monkeypatch, hub_standins, fixture_manifest):
     """Runs in tmp_path, where the configs' relative paths resolve: `data/` is the
-    repository's, `runs/demo/corpus` holds the fixture clips (as `jaxwhisper demo-corpus`
-    would write them)."""
+    repository's, `runs/demo/corpus` holds the fixture clips in the manifests `jaxwhisper
+    demo-corpus` writes."""
     redirect_hub(monkeypatch, hub_standins)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").symlink_to(REPO / "data")
     corpus = tmp_path / "runs" / "demo" / "corpus"
     corpus.mkdir(parents=True)
     rows = [json.loads(x) for x in fixture_manifest.read_text().splitlines() if x.strip()]
-    lines = "".join(
-        json.dumps({**r, "audio": str(fixture_manifest.parent / r["audio"])}) + "\n" for r in rows
-    )
-    (corpus / "train.jsonl").write_text(lines)
-    (corpus / "eval.jsonl").write_text(lines)
+    lines = [json.dumps({**r, "audio": str(fixture_manifest.parent / r["audio"])}) + "\n" for r in rows]
+    # The corpus's parts: half the clips stand in for the real prompts, half for the TTS.
+    half = len(lines) // 2
+    parts = {"train": lines, "prompts": lines[:half], "tts": lines[half:], "eval": lines}
+    for name, part in parts.items():
+        (corpus / f"{name}.jsonl").write_text("".join(part))
     return tmp_path
 
 

@@ -1,6 +1,7 @@
 """The offline corpus of the CPU demo: what it trains on, what it evaluates on.
 
-Train (`DIR/train.jsonl`):
+Train (`DIR/train.jsonl`, and its two parts `DIR/prompts.jsonl` and `DIR/tts.jsonl` so that a
+config can weight them):
   * real speech: the Asterisk voice prompts vendored in `data/demo/prompts` (361 clips, one
     speaker, 10.6 min, OGG Vorbis; CC-BY-SA-3.0, see `data/demo/prompts/LICENSE.md`), minus
     any clip whose text is also an evaluation text;
@@ -38,6 +39,7 @@ class DemoCorpusError(ValueError):
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "data" / "fixture" / "manifest.jsonl"
 SENTENCES = REPO / "data" / "demo" / "botchan.txt"
+BUILT = "corpus.json"
 PROMPTS = REPO / "data" / "demo" / "prompts" / "manifest.jsonl"
 RATES = (0.85, 1.0, 1.2)  # Piper length_scale: faster, normal, slower
 
@@ -96,7 +98,8 @@ def build_demo_corpus(
     eval_manifest: Path = FIXTURE,
     sentences_file: Path = SENTENCES,
 ) -> dict:
-    """Writes `train.jsonl` and `eval.jsonl` under `out_dir`; returns their sizes.
+    """Writes `train.jsonl` (= `prompts.jsonl` + `tts.jsonl`, either part possibly empty) and
+    `eval.jsonl` under `out_dir`; returns their sizes.
 
     Args:
       tts_sentences: how many sentences to synthesize, spread evenly over the file; None: all.
@@ -106,9 +109,9 @@ def build_demo_corpus(
     out_dir.mkdir(parents=True, exist_ok=True)
     eval_rows = _rows(eval_manifest)
     eval_texts = {_key(r["text"]) for r in eval_rows}
-    train: list[dict] = []
+    prompts: list[dict] = []
     if prompts_manifest is not None and Path(prompts_manifest).exists():
-        train += [r for r in _rows(Path(prompts_manifest)) if _key(r["text"]) not in eval_texts]
+        prompts = [r for r in _rows(Path(prompts_manifest)) if _key(r["text"]) not in eval_texts]
     else:
         log.warning("%s not found: the demo trains on synthesized speech only", prompts_manifest)
     sentences = [s for s in sentences_file.read_text().splitlines() if s.strip() and not s.startswith("#")]
@@ -117,8 +120,9 @@ def build_demo_corpus(
         # Evenly spaced through the book rather than its first pages only.
         picks = np.linspace(0, len(sentences) - 1, tts_sentences).round().astype(int) if tts_sentences else []
         sentences = [sentences[i] for i in picks]
-    if sentences:  # tts_sentences=0: real speech only, no TTS extra needed
-        train += synthesize(sentences, out_dir / "tts")
+    # tts_sentences=0: real speech only, no TTS extra needed
+    tts = synthesize(sentences, out_dir / "tts") if sentences else []
+    train = prompts + tts
     if not train:
         raise DemoCorpusError(
             f"no training speech: {prompts_manifest} is missing and no sentences are synthesized "
@@ -133,10 +137,22 @@ def build_demo_corpus(
         raise DemoCorpusError(f"train and eval overlap: {len(shared_clips)} clips, {len(shared_texts)} texts")
     seconds = sum(sf.info(r["audio"]).duration for r in train)
     root = out_dir.resolve()
-    for name, rows in (("train", train), ("eval", eval_rows)):
-        # Paths under the corpus folder are written relative to it (the folder can move).
-        for r in rows:
-            p = Path(r["audio"])
-            r["audio"] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+    # Paths under the corpus folder are written relative to it (the folder can move).
+    for r in train + eval_rows:
+        p = Path(r["audio"])
+        r["audio"] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+    for name, rows in (("train", train), ("prompts", prompts), ("tts", tts), ("eval", eval_rows)):
         (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"train": len(train), "train_s": round(seconds, 1), "eval": len(eval_rows)}
+    sizes = {"train": len(train), "prompts": len(prompts), "tts": len(tts), "eval": len(eval_rows)}
+    sizes |= {"train_s": round(seconds, 1), "tts_sentences": tts_sentences}
+    # Written last: its presence says that every manifest above is complete.
+    (out_dir / BUILT).write_text(json.dumps(sizes) + "\n")
+    return sizes
+
+
+def is_built(out_dir: Path, tts_sentences: Optional[int]) -> bool:
+    """Whether `out_dir` holds a complete corpus built with this many synthesized sentences."""
+    try:
+        return json.loads((Path(out_dir) / BUILT).read_text()).get("tts_sentences") == tts_sentences
+    except (OSError, ValueError):
+        return False

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxwhisper.data.demo_corpus import FIXTURE, SENTENCES, DemoCorpusError, build_demo_corpus, synthesize
+from jaxwhisper.data.demo_corpus import (
+    FIXTURE,
+    SENTENCES,
+    DemoCorpusError,
+    build_demo_corpus,
+    is_built,
+    synthesize,
+)
 
 
 @pytest.fixture
@@ -24,6 +31,11 @@ def test_fresh_clone_builds_from_tts_only(tmp_path, tts):
     # Spread over the book: its first, middle and last sentence.
     book = [s for s in SENTENCES.read_text().splitlines() if s.strip() and not s.startswith("#")]
     assert [r["text"] for r in rows] == [book[0], book[int(np.round((len(book) - 1) / 2))], book[-1]]
+    # The two parts a config weights: no real speech here, the three sentences in tts.jsonl.
+    assert (tmp_path / "prompts.jsonl").read_text() == ""
+    assert (tmp_path / "tts.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()
+    # A rerun with the same sentence count reuses it; another count rebuilds it.
+    assert is_built(tmp_path, 3) and not is_built(tmp_path, 4) and not is_built(tmp_path / "x", 3)
 
 
 def test_speaking_rates_take_turns_and_files_are_named_by_their_text(tmp_path, tts):
@@ -66,5 +78,7 @@ def test_real_speech_only_needs_no_tts(tmp_path, monkeypatch):
         json.dumps({"id": "p", "audio": str(tmp_path / "p.wav"), "text": "a fresh prompt"}) + "\n"
     )
     assert build_demo_corpus(tmp_path / "a", tts_sentences=0, prompts_manifest=prompts)["train"] == 1
+    assert (tmp_path / "a" / "tts.jsonl").read_text() == ""
+    assert (tmp_path / "a" / "prompts.jsonl").read_text() == (tmp_path / "a" / "train.jsonl").read_text()
     with pytest.raises(DemoCorpusError, match="no training speech"):
         build_demo_corpus(tmp_path / "b", tts_sentences=0, prompts_manifest=tmp_path / "absent.jsonl")
