@@ -10,6 +10,7 @@ the decoder's `logits`; interceptors record or replace them (quantization, stati
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import flax.linen as nn
@@ -243,5 +244,13 @@ def init_params(config: WhisperConfig, rng: jax.Array, batch: int = 1) -> dict:
 
 
 def param_shapes(config: WhisperConfig) -> dict:
-    """Abstract params (jax.ShapeDtypeStruct leaves) without allocating memory."""
+    """Abstract params (jax.ShapeDtypeStruct leaves) without allocating memory; a fresh dict
+    per call (the caller may change it)."""
+    return jax.tree.map(lambda s: s, _param_shapes(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _param_shapes(config: WhisperConfig) -> dict:
+    # Tracing the whole model for its shapes takes seconds, and every load of a checkpoint
+    # checks against them: a teacher and its student are loaded again at each resume.
     return jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
