@@ -23,7 +23,7 @@ def eval_manifest(tmp_path_factory, fixture_manifest):
     d = tmp_path_factory.mktemp("eval")
     rows = [json.loads(x) for x in fixture_manifest.read_text().splitlines()]
     # Clips of 4-25 words: a batch decodes until its longest row ends, and the fixture's
-    # 60-word clips tripled the decode steps of every evaluation here.
+    # 60-word clips more than doubled the decode steps of every evaluation here.
     rows = [r for r in rows if 4 <= len(r["text"].split()) <= 25][:8]
     for r in rows:
         shutil.copy(fixture_manifest.parent / r["audio"], d / r["audio"].split("/")[-1])

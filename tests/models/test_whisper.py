@@ -46,6 +46,17 @@ def tiny_params():
     return init_params(TINY, jax.random.PRNGKey(0))
 
 
+def test_init_params_from_a_short_input_equals_an_init_from_a_full_window():
+    """init_params creates the parameters from 4 frames; a full window gives the same ones."""
+    cfg = TINY.replace(gate="shared")
+    mel = jnp.zeros((1, cfg.n_mels, cfg.n_frames), jnp.float32)
+    full = Whisper(cfg).init(jax.random.PRNGKey(0), mel, jnp.zeros((1, 1), jnp.int32))["params"]
+    short = init_params(cfg, jax.random.PRNGKey(0))
+    assert jax.tree.structure(short) == jax.tree.structure(full)
+    for a, b in zip(jax.tree.leaves(short), jax.tree.leaves(full)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture(scope="module")
 def tiny_inputs():
     rng = np.random.default_rng(0)
