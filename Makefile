@@ -50,4 +50,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/transcribe_throughput.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .cache/jax-tests

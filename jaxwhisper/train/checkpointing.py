@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -17,6 +18,8 @@ WER_KEY = "eval/wer"
 
 
 def make_manager(directory: Path, keep_best: int = 2, async_save: bool = True) -> ocp.CheckpointManager:
+    if jax.process_count() == 1:
+        _write_replicated_arrays_whole()
     policy = pp.AnyPreservationPolicy(
         [
             pp.LatestN(1),
@@ -40,6 +43,17 @@ def make_manager(directory: Path, keep_best: int = 2, async_save: bool = True) -
         cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def _write_replicated_arrays_whole() -> None:
+    """Orbax splits each replicated array into one slice per replica so that every host
+    writes a part; in one process every part is written by the same process, and each slice
+    is an XLA program compiled for its own shape and offsets (88 compiles, about 4 s, per
+    save of a small student on 8 CPU devices). One process writes replica 0's copy whole.
+    Orbax's type handlers are global, so this holds for the process."""
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+    )
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, metrics: Optional[dict] = None):
