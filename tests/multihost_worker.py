@@ -1,6 +1,8 @@
 """One process of the multi-process test (tests/test_multihost.py): joins a localhost JAX
 cluster, distils for 4 steps in two calls (a checkpoint saved at step 2 and restored), then
-evaluates the exported student on its share of the utterances.
+evaluates the exported student on its share of the utterances. With a `streaming` config it
+then distils on a streaming source (each host its own shards) twice: straight, and cut after
+the first step and resumed.
 
     python tests/multihost_worker.py PROCESS_ID NUM_PROCESSES PORT CONFIG_JSON WORKDIR
 """
@@ -11,6 +13,7 @@ import sys
 
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["USE_TORCH"] = "0"  # else `datasets` imports torch (seconds) when it is installed
 
 import jax  # noqa: E402
 
@@ -18,6 +21,9 @@ import jax  # noqa: E402
 def main(process_id: int, num_processes: int, port: int, config_path: str, workdir: str) -> None:
     from pathlib import Path
 
+    from conftest import quick_parquet_shutdown
+
+    quick_parquet_shutdown()
     from jaxwhisper import distributed
 
     distributed.initialize(f"localhost:{port}", num_processes, process_id, timeout_s=120)
@@ -37,6 +43,11 @@ def main(process_id: int, num_processes: int, port: int, config_path: str, workd
     model = resolve_model(str(workdir / EXPORT))
     data = load_eval_set(raw["eval"], 0, jax.process_index(), jax.process_count())
     evaluate_model(model, [data], workdir / "eval" / "results.json", batch_size=4)
+    if "streaming" in raw:
+        streaming = train_config_from_dict(raw["streaming"])
+        train_and_evaluate(streaming, workdir / "stream-straight")
+        train_and_evaluate(streaming, workdir / "stream-cut", stop_after=1)
+        train_and_evaluate(streaming, workdir / "stream-cut")
 
 
 if __name__ == "__main__":
