@@ -69,14 +69,18 @@ def test_cached_decoding_equals_teacher_forcing(tiny_params, tiny_inputs):
     mel, tokens = tiny_inputs
     model = Whisper(TINY)
     v = {"params": tiny_params}
-    full = model.apply(v, mel, tokens)
-    cross = model.apply(v, model.apply(v, mel, method=Whisper.encode), method=Whisper.cross_kv)
+    # Jitted, as decoding runs them: op by op, each of the ~190 distinct ops is its own compile.
+    full = jax.jit(model.apply)(v, mel, tokens)
+    cross = jax.jit(
+        lambda v, m: model.apply(v, model.apply(v, m, method=Whisper.encode), method=Whisper.cross_kv)
+    )(v, mel)
+    decode = jax.jit(lambda v, tok, cache, t: model.apply(v, tok, cross, cache, t, method=Whisper.decode))
     cache = init_kv_cache(TINY, 2)
     # A 3-token prefix in one call, then one token at a time.
-    logits, cache = model.apply(v, tokens[:, :3], cross, cache, 0, method=Whisper.decode)
+    logits, cache = decode(v, tokens[:, :3], cache, 0)
     steps = [logits]
     for t in range(3, tokens.shape[1]):
-        logits, cache = model.apply(v, tokens[:, t : t + 1], cross, cache, t, method=Whisper.decode)
+        logits, cache = decode(v, tokens[:, t : t + 1], cache, t)
         steps.append(logits)
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=1e-5)
 
