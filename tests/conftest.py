@@ -13,7 +13,7 @@ if "xla_force_host_platform_device_count" not in flags:
 # each repeat of an identical program into a file read instead of a 10-40 s XLA compile. Set
 # through the environment so that subprocesses (entry points, multi-host workers) and both
 # pytest-xdist workers share it. Every program is cached, however fast it compiles: the suite
-# compiles about 3,300 small programs (eager model code at init, 50-100 ms each), many of
+# compiles about 3,200 small programs (eager model code at init, 50-100 ms each), many of
 # them again in each process. Unbounded: with a size bound JAX stats every entry under a
 # file lock on each write, which made a cache of tiny programs slower than none. The
 # cache is keyed by the program, the compile options and the backend, so a hit is the program
