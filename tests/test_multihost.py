@@ -64,10 +64,10 @@ def setup(tmp_path_factory, fixture_manifest, hub_standins):
     }
     files = f"{hub_standins}/librispeech/train.clean.100/*.parquet"  # 4 shards, 59 clips
     # The stand-ins are uncleaned fixture clips: some are over 30 s or 48 label tokens.
-    data = {"train": [f"librispeech@train.clean.100?data_files={files}&streaming=1"], "max_label_len": 48,
-            "seed": 3, "max_drop_fraction": 0.5}  # fmt: skip
+    spec = f"librispeech@train.clean.100?data_files={files}&streaming=1"
     # One step program for the three streaming runs (no label bucketing).
-    streaming = {**train, "data": {**data, "label_bucket": 0}, "total_steps": 2, "checkpoint_every_steps": 1}
+    data = {**train["data"], "train": [spec], "max_drop_fraction": 0.5, "label_bucket": 0}
+    streaming = {**train, "data": data, "total_steps": 2, "checkpoint_every_steps": 1}
     config = {"train": train, "eval": str(d / "train.jsonl"), "streaming": streaming}
     (d / "config.json").write_text(json.dumps(config))
     return d

@@ -7,6 +7,7 @@ the latest checkpoint and the `keep_best` ones with the lowest validation WER.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,6 +46,7 @@ def make_manager(directory: Path, keep_best: int = 2, async_save: bool = True) -
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
+@functools.cache  # a process-wide registration: once is enough
 def _write_replicated_arrays_whole() -> None:
     """Orbax splits each replicated array into one slice per replica so that every host
     writes a part; in one process every part is written by the same process, and each slice
