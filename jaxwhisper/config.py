@@ -176,6 +176,7 @@ class LossConfig:
     temperature: float = 2.0
     ce_weight: float = 0.8
     kl_weight: float = 1.0
+    hidden_weight: float = 0.0
 
 
 class BatchPlan(NamedTuple):

@@ -59,3 +59,12 @@ def distillation_loss(
     kl = kl_sum(student_logits, teacher_logits, labels, temperature) / n
     loss = ce_weight * ce + kl_weight * temperature**2 * kl
     return loss, {"ce": ce, "kl": kl, "tokens": n}
+
+
+def hidden_mse(student_hidden: jax.Array, teacher_hidden: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean squared difference of two [batch, len, embed] hidden states, averaged over the
+    embedding and over the batch's target tokens (label -100 positions carry none)."""
+    mask = token_mask(labels)
+    diff = student_hidden.astype(jnp.float32) - teacher_hidden.astype(jnp.float32)
+    sq = jnp.mean(jnp.square(diff), axis=-1)
+    return jnp.sum(sq * mask) / jnp.maximum(jnp.sum(mask), 1.0)

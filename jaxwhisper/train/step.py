@@ -22,11 +22,12 @@ from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.models.attention import Tapped
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper
-from jaxwhisper.train.losses import distillation_loss
+from jaxwhisper.train.losses import distillation_loss, hidden_mse
 from jaxwhisper.train.optim import learning_rate_schedule, make_optimizer
 
 DEFAULT_LOSS = LossConfig()
 GATE_STATS = "gate_stats"
+HIDDEN = "final_hidden"
 
 
 def _gate_recorder(decoder_mask: jax.Array):
@@ -46,6 +47,24 @@ def _gate_recorder(decoder_mask: jax.Array):
         return next_fun(*args, **kwargs)
 
     return nn.intercept_methods(interceptor)
+
+
+def _hidden_recorder():
+    """An interceptor that sows each model's `final_hidden` tap (what its tied output projection
+    reads, [b, len, embed]) into the HIDDEN collection, when that collection is mutable."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, Tapped) and context.method_name == "tap" and args[0] == "final_hidden":
+            if module.is_mutable_collection(HIDDEN):
+                module.sow(HIDDEN, "final", args[1])
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(interceptor)
+
+
+def _sown_hidden(cols) -> jax.Array:
+    return jax.tree.leaves(cols[HIDDEN])[0].astype(jnp.float32)
 
 
 def _gate_means(collection) -> dict[str, jax.Array]:
@@ -96,6 +115,7 @@ def make_loss_fn(
     """
     s_model, t_model = Whisper(student), Whisper(teacher)
     gated = student.gate != "none"
+    hidden = loss.hidden_weight > 0
 
     def decode(model, params, enc, tokens, mutable=()):
         variables = {"params": params}
@@ -108,8 +128,13 @@ def make_loss_fn(
         n_mels = student.n_mels
         # A gated student also reports its mean gate per attention layer (free: the gates are
         # computed anyway), so that a run shows whether and where its gates moved.
-        mutable = [GATE_STATS] if gated else []
-        with _gate_recorder(labels != -100) if gated else contextlib.nullcontext():
+        mutable = ([GATE_STATS] if gated else []) + ([HIDDEN] if hidden else [])
+        t_mutable = [HIDDEN] if hidden else []
+        with contextlib.ExitStack() as taps:
+            if gated:
+                taps.enter_context(_gate_recorder(labels != -100))
+            if hidden:
+                taps.enter_context(_hidden_recorder())
             if share_encoder:
                 if "encoder_out" in batch:
                     enc = batch["encoder_out"]
@@ -117,15 +142,20 @@ def make_loss_fn(
                     mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
                     enc = t_model.apply({"params": teacher_params}, mel, method=Whisper.encode)
                 enc = jax.lax.stop_gradient(enc)
-                t_logits = jax.lax.stop_gradient(decode(t_model, teacher_params, enc, tokens)[0])
+                t_logits, t_cols = decode(t_model, teacher_params, enc, tokens, t_mutable)
                 s_logits, cols = decode(s_model, params, enc.astype(student.dtype), tokens, mutable)
             else:
                 mel = log_mel_batch(batch["audio"], batch["audio_len"], n_mels=n_mels, padding=padding)
-                t_logits = jax.lax.stop_gradient(t_model.apply({"params": teacher_params}, mel, tokens))
+                t_logits, t_cols = t_model.apply({"params": teacher_params}, mel, tokens, mutable=t_mutable)
                 s_logits, cols = s_model.apply({"params": params}, mel, tokens, mutable=mutable)
+        t_logits = jax.lax.stop_gradient(t_logits)
         value, parts = distillation_loss(
             s_logits, t_logits, labels, loss.temperature, loss.ce_weight, loss.kl_weight
         )
+        if hidden:
+            mse = hidden_mse(_sown_hidden(cols), jax.lax.stop_gradient(_sown_hidden(t_cols)), labels)
+            value = value + loss.hidden_weight * mse
+            parts = {**parts, "hidden_mse": mse}
         parts = {**parts, "gates": _gate_means(cols.get(GATE_STATS, {})) if gated else {}}
         return value, parts
 
@@ -192,6 +222,8 @@ def make_train_step(
             "train/param_norm": optax.tree.norm(params),
             "train/learning_rate": schedule(opt_step),
         }
+        if "hidden_mse" in parts:
+            metrics["train/hidden_mse"] = parts["hidden_mse"]
         metrics.update(parts["gates"])
         if max_nan_skips > 0:
             metrics["train/skipped_steps"] = opt_state.total_notfinite

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxwhisper.train.losses import IGNORE, distillation_loss
+from jaxwhisper.train.losses import IGNORE, distillation_loss, hidden_mse
 
 
 def _log_softmax(x):
@@ -36,3 +36,15 @@ def test_kl_is_zero_for_identical_logits_and_masked_rows_count_nothing():
     assert abs(float(parts["kl"])) < 1e-6
     loss, parts = distillation_loss(s, s + 1.0, np.full((1, 3), IGNORE))
     assert float(loss) == 0.0 and float(parts["tokens"]) == 1.0  # clamped count, no NaN
+
+
+def test_hidden_mse_matches_numpy_over_target_tokens_only():
+    rng = np.random.default_rng(2)
+    hs, ht = rng.normal(size=(2, 4, 6)).astype(np.float32), rng.normal(size=(2, 4, 6)).astype(np.float32)
+    labels = np.array([[IGNORE, 3, 4, IGNORE], [5, 6, IGNORE, IGNORE]])
+    mask = labels != IGNORE
+    ref = ((hs - ht) ** 2).mean(-1)[mask].mean()
+    np.testing.assert_allclose(float(hidden_mse(hs, ht, labels)), ref, rtol=1e-6)
+    # Padding positions may hold anything: they do not count.
+    hs[0, 0] += 100.0
+    np.testing.assert_allclose(float(hidden_mse(hs, ht, labels)), ref, rtol=1e-6)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 from jaxprs import dot_generals
 
-from jaxwhisper.config import OptimizerConfig
+from jaxwhisper.config import LossConfig, OptimizerConfig
 from jaxwhisper.data.batches import make_labels, trim_label_positions, used_label_positions
 from jaxwhisper.data.features import log_mel_batch
 from jaxwhisper.models.config import WhisperConfig
@@ -135,6 +135,32 @@ def test_shared_encoder_loss_equals_the_full_forward_when_the_encoders_are_equal
         s_params, t_params, {k: v for k, v in batch.items() if k != "audio"} | {"encoder_out": enc}
     )[0]
     np.testing.assert_allclose(float(cached), float(full), rtol=1e-5)
+
+
+def test_hidden_loss_adds_the_final_hidden_mse_of_student_and_teacher():
+    """loss.hidden_weight adds w * MSE of the two decoders' final LayerNorm outputs (what the
+    tied projection reads), over target tokens; the hidden states here come from each
+    model's own forward (its `final_hidden` tap), the MSE from numpy."""
+    t_params = init_params(TEACHER, jax.random.PRNGKey(0))
+    s_cfg, s_params = make_student(TEACHER, t_params, 4, 2)
+    batch = _batch()
+    mel = log_mel_batch(batch["audio"], batch["audio_len"])
+
+    def final_hidden(cfg, params):
+        tokens = batch["decoder_input_ids"]
+        _, cols = Whisper(cfg).apply({"params": params}, mel, tokens, mutable=["intermediates"])
+        return np.asarray(cols["intermediates"]["decoder"]["final_hidden"][0])
+
+    mask = batch["labels"] != -100
+    ref = ((final_hidden(s_cfg, s_params) - final_hidden(TEACHER, t_params)) ** 2).mean(-1)[mask].mean()
+    assert ref > 0.01  # a 2-layer decoder does not reproduce the 4-layer one
+    for share in (False, True):
+        base = make_loss_fn(s_cfg, TEACHER, share_encoder=share)(s_params, t_params, batch)[0]
+        value, parts = make_loss_fn(s_cfg, TEACHER, LossConfig(hidden_weight=0.5), share_encoder=share)(
+            s_params, t_params, batch
+        )
+        np.testing.assert_allclose(float(parts["hidden_mse"]), ref, rtol=1e-5)
+        np.testing.assert_allclose(float(value), float(base) + 0.5 * ref, rtol=1e-5)
 
 
 def test_gate_learning_rate_multiplier_scales_the_gates_first_update():
