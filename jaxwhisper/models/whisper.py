@@ -196,8 +196,7 @@ class TextDecoder(Tapped):
             x, layer_cache = layer(x, cross_kv[i], None if cache is None else cache[i], offset)
             if cache is not None:
                 new_cache.append(layer_cache)
-        # What the tied output projection reads (distillation may match it to a teacher's).
-        x = self.tap("final_hidden", self.layer_norm(x))
+        x = self.layer_norm(x)
         # Logits are tied to the token embedding and computed in f32.
         logits = x @ self.embed_tokens.embedding.astype(jnp.float32).T
         return self.tap("logits", logits), new_cache

@@ -50,15 +50,22 @@ def _gate_recorder(decoder_mask: jax.Array):
 
 
 def _hidden_recorder():
-    """An interceptor that sows each model's `final_hidden` tap (what its tied output projection
-    reads, [b, len, embed]) into the HIDDEN collection, when that collection is mutable."""
+    """An interceptor that sows the decoder's final LayerNorm output (what the tied output
+    projection reads, [b, len, embed]) into the HIDDEN collection, when that collection is
+    mutable. It intercepts the LayerNorm rather than adding a tap: a tap would be a new
+    activation point for quantization."""
 
     def interceptor(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
         module = context.module
-        if isinstance(module, Tapped) and context.method_name == "tap" and args[0] == "final_hidden":
-            if module.is_mutable_collection(HIDDEN):
-                module.sow(HIDDEN, "final", args[1])
-        return next_fun(*args, **kwargs)
+        if (
+            isinstance(module, nn.LayerNorm)
+            and context.method_name == "__call__"
+            and tuple(module.path) == ("decoder", "layer_norm")
+            and module.is_mutable_collection(HIDDEN)
+        ):
+            module.sow(HIDDEN, "final", out)
+        return out
 
     return nn.intercept_methods(interceptor)
 

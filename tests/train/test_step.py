@@ -139,8 +139,9 @@ def test_shared_encoder_loss_equals_the_full_forward_when_the_encoders_are_equal
 
 def test_hidden_loss_adds_the_final_hidden_mse_of_student_and_teacher():
     """loss.hidden_weight adds w * MSE of the two decoders' final LayerNorm outputs (what the
-    tied projection reads), over target tokens; the hidden states here come from each
-    model's own forward (its `final_hidden` tap), the MSE from numpy."""
+    tied projection reads), over target tokens; the hidden states here are each model's final
+    LayerNorm applied (in numpy) to the last block's output from its own forward, the MSE
+    from numpy."""
     t_params = init_params(TEACHER, jax.random.PRNGKey(0))
     s_cfg, s_params = make_student(TEACHER, t_params, 4, 2)
     batch = _batch()
@@ -149,7 +150,10 @@ def test_hidden_loss_adds_the_final_hidden_mse_of_student_and_teacher():
     def final_hidden(cfg, params):
         tokens = batch["decoder_input_ids"]
         _, cols = Whisper(cfg).apply({"params": params}, mel, tokens, mutable=["intermediates"])
-        return np.asarray(cols["intermediates"]["decoder"]["final_hidden"][0])
+        x = np.asarray(cols["intermediates"]["decoder"][f"layers_{cfg.decoder_layers - 1}"]["block_out"][0])
+        ln = params["decoder"]["layer_norm"]
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
 
     mask = batch["labels"] != -100
     ref = ((final_hidden(s_cfg, s_params) - final_hidden(TEACHER, t_params)) ** 2).mean(-1)[mask].mean()
