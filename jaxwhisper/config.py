@@ -171,7 +171,10 @@ class OptimizerConfig:
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """`ce_weight * CE + kl_weight * T^2 * KL(teacher || student)` at temperature T (the
-    distil-whisper weights; `jaxwhisper.train.losses` takes its defaults from here)."""
+    distil-whisper weights; `jaxwhisper.train.losses` takes its defaults from here), plus
+    `hidden_weight * MSE` of the two decoders' final LayerNorm outputs (0: off, the paper's
+    loss). On the CPU demo's 4+2 student, weight 1.0 gave 45.9% WER after 120 steps against
+    46.6% without (first 30 test clips): no real gain there, so it stays off by default."""
 
     temperature: float = 2.0
     ce_weight: float = 0.8
