@@ -87,28 +87,3 @@ def quick_parquet_shutdown() -> None:
 def _quick_parquet_shutdown():
     quick_parquet_shutdown()
 
-
-# The longest tests, measured with `--durations` (seconds on 2 cores, `make test`): started
-# first, so that the two workers do not end with one of them alone on a 3-5 minute test
-# (pytest-xdist hands tests out in collection order, and these sit late in it).
-LONGEST_FIRST = (
-    "tests/test_multihost.py::",  # 2 processes + the same run in-process: 190-310 s
-    "tests/inference/test_parity_faster_whisper.py::",  # faster-whisper and ours on 58 clips: 90-150 s
-    "tests/evaluation/test_evaluate.py::test_eight_devices",  # W8A8 calibrated, 1 and 8 devices: 80-115 s
-    "tests/test_configs_start.py::test_every_training_config_runs",  # 2 steps per config: 30-75 s each
-    "tests/inference/test_longform_parity.py::",  # faster-whisper and ours on a long recording: 40-65 s
-    "tests/analysis/test_outliers_torch.py::",  # PyTorch hooks against ours: 30-55 s
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Longest first (LPT scheduling): `LONGEST_FIRST`, then the other `slow` tests, then the
-    quick ones, which fill the workers' last minutes evenly."""
-
-    def rank(item):
-        hits = [i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)]
-        if hits:
-            return hits[0]
-        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
-
-    items.sort(key=rank)  # stable: within a rank, collection order
