@@ -86,4 +86,3 @@ def quick_parquet_shutdown() -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _quick_parquet_shutdown():
     quick_parquet_shutdown()
-
