@@ -52,17 +52,19 @@ def main():
         "w8a8 fake-quant (float matmuls)": Transcriber(
             quantized,
             batch_size=args.batch,
-            intercept=lambda: fakequant.activation_interceptor(ranges, q, model.config),
+            intercept=lambda _: fakequant.activation_interceptor(ranges, q, model.config),
         ),
         "w8a8 integer Dense emulated in f32": Transcriber(
             quantized,
             batch_size=args.batch,
-            intercept=lambda: int8.integer_dense_interceptor(kernels, ranges, q, model.config, real=False),
+            intercept=lambda k: int8.integer_dense_interceptor(k, ranges, q, model.config, real=False),
+            intercept_state=kernels,
         ),
         "w8a8 real int8 Dense": Transcriber(
             quantized,
             batch_size=args.batch,
-            intercept=lambda: int8.integer_dense_interceptor(kernels, ranges, q, model.config, real=True),
+            intercept=lambda k: int8.integer_dense_interceptor(k, ranges, q, model.config, real=True),
+            intercept_state=kernels,
         ),
     }
     small, big = int8.serialized_size(kernels, model.params)

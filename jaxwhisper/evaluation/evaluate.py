@@ -92,8 +92,10 @@ def evaluate_model(
     quantized = model if isinstance(model, QuantizedModel) else None
     if quantized is not None:
         model = quantized.model
-    intercept = quantized.intercept if quantized else None
-    transcriber = Transcriber(model, batch_size=batch_size, intercept=intercept, devices=devices)
+    intercept, state = (quantized.intercept, quantized.state) if quantized else (None, None)
+    transcriber = Transcriber(
+        model, batch_size=batch_size, intercept=intercept, intercept_state=state, devices=devices
+    )
     results = {
         "model": model.source,
         "quantization": quantized.describe() if quantized else None,

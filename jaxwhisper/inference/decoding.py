@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Callable, ContextManager, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,8 +54,11 @@ def _token_budget(config: WhisperConfig, n_prefix: int, max_new_tokens: int) -> 
     return max_new
 
 
-def _intercepted(intercept: Optional[Callable[[], ContextManager]]) -> ContextManager:
-    return intercept() if intercept is not None else contextlib.nullcontext()
+Intercept = Callable[[Any], ContextManager]
+
+
+def _intercepted(intercept: Optional[Intercept], state: Any) -> ContextManager:
+    return intercept(state) if intercept is not None else contextlib.nullcontext()
 
 
 def _encode_and_prefill(model: Whisper, variables: dict, mel: jax.Array, prefix: np.ndarray):
@@ -90,16 +93,19 @@ def _encode_and_prefill(model: Whisper, variables: dict, mel: jax.Array, prefix:
 
 
 def make_greedy_decoder(
-    config: WhisperConfig, options: DecodeOptions, intercept: Optional[Callable[[], ContextManager]] = None
+    config: WhisperConfig, options: DecodeOptions, intercept: Optional[Intercept] = None
 ) -> Callable:
-    """Returns `decode(params, mel) -> tokens`, jitted.
+    """Returns `decode(params, mel, state=None) -> tokens`, jitted.
 
-    `intercept()`, when given, is entered around the traced body: a `nn.intercept_methods`
-    context (fake-quantized activations, see `jaxwhisper.quant`) then applies to every call.
+    `intercept(state)`, when given, is entered around the traced body: a
+    `nn.intercept_methods` context (quantization, see `jaxwhisper.quant.ptq`) then applies to
+    every call. `state` is the pytree of arrays it reads (e.g. INT8 kernels): an argument of
+    the decoder, so that it is not compiled into the program as constants.
 
     Args (of the returned function):
       params: Whisper params.
       mel: features [batch, n_mels, 3000].
+      state: what `intercept` reads (None without one).
 
     Returns (of the returned function):
       tokens [batch, max_new_tokens] int32: generated ids, `eot` from the first end-of-text on.
@@ -112,8 +118,8 @@ def make_greedy_decoder(
     begin = suppress + _bias(options.suppress_at_begin, config.n_vocab)
     eot = options.eot
 
-    def decode(params, mel):
-        with _intercepted(intercept):
+    def decode(params, mel, state=None):
+        with _intercepted(intercept, state):
             return _decode(params, mel)
 
     def _decode(params, mel):
@@ -177,9 +183,10 @@ class SegmentOptions:
 
 
 def make_segment_decoder(
-    config: WhisperConfig, options: SegmentOptions, intercept: Optional[Callable[[], ContextManager]] = None
+    config: WhisperConfig, options: SegmentOptions, intercept: Optional[Intercept] = None
 ) -> Callable:
-    """Returns `decode(params, mel, valid) -> (tokens, sum_logprob, no_speech_prob)`, jitted.
+    """Returns `decode(params, mel, valid, state=None) -> (tokens, sum_logprob, no_speech_prob)`,
+    jitted; `intercept(state)` as in `make_greedy_decoder`.
 
     The same greedy loop as `make_greedy_decoder` plus, per row, the sum of the log-probs
     of the chosen tokens (end-of-text included, after every suppression: what OpenAI and
@@ -209,8 +216,8 @@ def make_segment_decoder(
     eot = options.eot
     sot_index = 0  # the prefix starts with sot: no previous-text prompt here
 
-    def decode(params, mel, valid):
-        with _intercepted(intercept):
+    def decode(params, mel, valid, state=None):
+        with _intercepted(intercept, state):
             return _decode(params, mel, valid)
 
     def pick(logits, done):

@@ -16,7 +16,7 @@ import functools
 import logging
 import math
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
 import numpy as np
@@ -104,8 +104,10 @@ class Transcriber:
       language, task: prefix of multilingual models.
       sort_window: rows gathered before batching by length (default 4 batches); 1 keeps
         the input order.
-      intercept: `() -> context manager` entered while tracing the decoder (fake-quantized
-        activations: `jaxwhisper.quant.fakequant.activation_interceptor`).
+      intercept: `(state) -> context manager` entered while tracing the decoder
+        (quantization: `jaxwhisper.quant.ptq.QuantizedModel.intercept`).
+      intercept_state: the pytree of arrays `intercept` reads (INT8 kernels), placed on the
+        devices once and passed to the compiled decoder as an argument.
       devices: local devices to shard rows over (default: all of this host's).
       long_form: algorithm for recordings over 30 s ("sequential" or "windows", see
         `jaxwhisper.inference.longform`).
@@ -125,6 +127,7 @@ class Transcriber:
         task: str = "transcribe",
         sort_window: Optional[int] = None,
         intercept: Optional[Callable] = None,
+        intercept_state: Any = None,
         devices: Optional[list] = None,
         long_form: str = "sequential",
         timestamps: bool = False,
@@ -156,11 +159,13 @@ class Transcriber:
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
         self._replicated, self._rows = replicated, rows
 
-        def run(params, audio, lengths):
-            return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding))
+        def run(weights, audio, lengths):
+            params, state = weights
+            return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding), state)
 
         self._run = self._per_device(run)
         self.set_params(model.params)
+        self._state = jax.device_put(intercept_state, replicated)
         self.longform = LongformOptions(
             long_form, no_speech_threshold, log_prob_threshold, compression_ratio_threshold
         )
@@ -188,9 +193,9 @@ class Transcriber:
                 prefix, tok.eot, no_speech, tok.suppress_tokens, tok.suppress_at_begin, ids
             )
             decoder = make_segment_decoder(c, options, self._intercept)
-            self._mel_run = self._per_device(decoder)
+            self._mel_run = self._per_device(lambda w, mel, valid: decoder(w[0], mel, valid, w[1]))
         put = functools.partial(jax.device_put, device=self._rows)
-        return self._mel_run(self.params, put(mel), put(valid))
+        return self._mel_run((self.params, self._state), put(mel), put(valid))
 
     def _longform_decoder(self) -> LongformDecoder:
         tok = self.tokenizer
@@ -205,7 +210,8 @@ class Transcriber:
         )
 
     def _per_device(self, fn: Callable) -> Callable:
-        """`fn(params, *row arrays)` jitted so that each device runs it on its own rows.
+        """`fn((params, intercept state), *row arrays)` jitted so that each device runs it on
+        its own rows.
 
         The decoder maps the encoder over rows and loops until every row has ended. Jitted
         over a batch sharded across devices (SPMD partitioning of the whole program), the
@@ -264,7 +270,7 @@ class Transcriber:
 
         def dispatch():
             nonlocal rows, in_flight
-            flight = (self._run(self.params, *self._batch_arrays([c for _, c in rows])), rows)
+            flight = (self._run((self.params, self._state), *self._batch_arrays([c for _, c in rows])), rows)
             rows = []
             ready = finish(in_flight) if in_flight is not None else []
             in_flight = flight
