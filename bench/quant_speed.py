@@ -81,9 +81,9 @@ def main():
         wer = word_error_rate(data.references, hyps).wer
         size = small if "real int8" in name else big
         # XLA's buffer assignment for one decoding batch: activations, caches and workspace
-        # (the weights are arguments or, for the int8 kernels, constants of the program).
+        # (the weights and the int8 kernels are arguments of the program, not counted).
         audio, lengths = t._batch_arrays(data.clips[: args.batch])
-        temp = t._run.lower(t.params, audio, lengths).compile().memory_analysis().temp_size_in_bytes
+        temp = t._run.lower(t._weights(), audio, lengths).compile().memory_analysis().temp_size_in_bytes
         print(
             f"| {name} | {wall:.1f} | {data.audio_s / wall:.2f} | {float_wall / wall:.2f}x | {wer:.2f} "
             f"| {size / 1e6:.1f} | {temp / 1e6:.0f} |"

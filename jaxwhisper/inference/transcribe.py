@@ -195,7 +195,7 @@ class Transcriber:
             decoder = make_segment_decoder(c, options, self._intercept)
             self._mel_run = self._per_device(lambda w, mel, valid: decoder(w[0], mel, valid, w[1]))
         put = functools.partial(jax.device_put, device=self._rows)
-        return self._mel_run((self.params, self._state), put(mel), put(valid))
+        return self._mel_run(self._weights(), put(mel), put(valid))
 
     def _longform_decoder(self) -> LongformDecoder:
         tok = self.tokenizer
@@ -225,6 +225,10 @@ class Transcriber:
                 fn, mesh=self.mesh, in_specs=(P(), P("data"), P("data")), out_specs=P("data"), check_vma=False
             )
         )
+
+    def _weights(self) -> tuple:
+        """The replicated first argument of the compiled decoders: (params, intercept state)."""
+        return self.params, self._state
 
     def set_params(self, params) -> None:
         """Swaps in other weights of the same architecture (no recompilation)."""
@@ -270,7 +274,7 @@ class Transcriber:
 
         def dispatch():
             nonlocal rows, in_flight
-            flight = (self._run((self.params, self._state), *self._batch_arrays([c for _, c in rows])), rows)
+            flight = (self._run(self._weights(), *self._batch_arrays([c for _, c in rows])), rows)
             rows = []
             ready = finish(in_flight) if in_flight is not None else []
             in_flight = flight

@@ -39,7 +39,7 @@ class QuantizedModel:
         quantization), or None for weight-only presets.
       state: the arrays `intercept` reads (the INT8 kernels), or None. Decoders take them as
         an argument: closed over, they would be compiled into the program as constants
-        (33 MB of HLO and 4.5x the float model's compile time for tiny.en).
+        (tiny.en's W8A8 decoder: 33 MB of HLO text instead of 2.2 MB).
     """
 
     model: LoadedModel

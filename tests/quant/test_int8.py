@@ -5,11 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder
 from jaxwhisper.models.config import WhisperConfig
+from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.models.whisper import Whisper, init_params
 from jaxwhisper.quant import fakequant, int8
 from jaxwhisper.quant import quantizer as Q
+from jaxwhisper.quant.calibrate import Calibration
 from jaxwhisper.quant.config import QuantConfig
+from jaxwhisper.quant.ptq import quantize_model
 
 CFG = WhisperConfig(
     n_audio_ctx=64, n_text_ctx=16, n_vocab=96, d_model=32, n_heads=2, encoder_layers=2,
@@ -78,11 +82,6 @@ def test_int8_model_is_smaller_on_disk():
 def test_quantized_decoder_takes_its_int8_kernels_as_an_argument():
     """The W8A8 model's kernels reach the compiled decoder as an argument: closed over, they
     were compiled in as constants (tiny.en: 33 MB of HLO text against 1.3 MB for float)."""
-    from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder
-    from jaxwhisper.models.weights.base import LoadedModel
-    from jaxwhisper.quant.calibrate import Calibration
-    from jaxwhisper.quant.ptq import quantize_model
-
     # Wide enough that the kernels (~1.8 MB) dwarf the program's own text.
     big = CFG.replace(d_model=256, ffn_dim=1024, n_heads=4, encoder_layers=1, decoder_layers=1)
     params = init_params(big, jax.random.PRNGKey(0))
