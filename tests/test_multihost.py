@@ -26,8 +26,17 @@ from jaxwhisper.train.loop import EXPORT, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 # n_text_ctx 64: the random students' greedy decoding stops within 32 tokens.
+# n_audio_ctx 250: a 5 s window (batches, features and decoding follow the model's window),
+# enough for the training clips (at most 4.1 s); 1500 positions made every step 2x dearer.
 SMALL = WhisperConfig(
-    n_vocab=51864, n_text_ctx=64, d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128
+    n_vocab=51864,
+    n_audio_ctx=250,
+    n_text_ctx=64,
+    d_model=64,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    ffn_dim=128,
 )
 
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from jaxwhisper.data.examples import PackedExample, RawExample, Source
-from jaxwhisper.data.features import N_SAMPLES
+from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE
 from jaxwhisper.data.validation import DropCounter, ValidationConfig, validate_item
 
 IGNORE = -100
@@ -27,11 +27,14 @@ class BatchConfig:
       global_batch: rows per step over all processes.
       max_label_len: decoder positions per row (prefix + text + end-of-text, padded).
       seed: data seed; the order is a pure function of (seed, step).
+      window: audio samples per row: the model's window (`WhisperConfig.n_frames` x 160),
+        480000 (30 s) for every Whisper model. Longer clips are dropped as `too_long`.
     """
 
     global_batch: int = 16
     max_label_len: int = 128
     seed: int = 0
+    window: int = N_SAMPLES
 
 
 def make_labels(
@@ -65,22 +68,29 @@ def assemble_batch(
     encode,
     drops: DropCounter,
     pool=None,
+    window: int = N_SAMPLES,
 ) -> dict:
     """Decodes, validates and labels one batch of rows, whatever source they came from.
 
     Args:
       items: (source name, RawExample or PackedExample) per row.
+      validation: its `max_audio_s` must fit `window`.
       pool: a `concurrent.futures` executor that decodes rows in parallel (None: in order
         here); drops are counted in row order either way.
+      window: audio samples per row.
 
     Returns:
-      `audio` [rows, 480000] f32, `audio_len` [rows] int32, `decoder_input_ids` and `labels`
+      `audio` [rows, window] f32, `audio_len` [rows] int32, `decoder_input_ids` and `labels`
       [rows, max_label_len] int32, `valid` [rows] f32, `ids` list of str. A row that cannot
       be used keeps its place as padding (`valid` 0).
     """
+    if validation.max_audio_s * SAMPLE_RATE > window:
+        raise ValueError(
+            f"max_audio_s={validation.max_audio_s} does not fit a window of {window / SAMPLE_RATE:g} s"
+        )
     n, length = len(items), max_label_len
     out = {
-        "audio": np.zeros((n, N_SAMPLES), np.float32),
+        "audio": np.zeros((n, window), np.float32),
         "audio_len": np.zeros((n,), np.int32),
         "decoder_input_ids": np.zeros((n, length), np.int32),
         "labels": np.zeros((n, length), np.int32),
@@ -113,7 +123,8 @@ class Loader:
       batch: shapes and seed.
       prefix, eot, encode: the tokenizer's forced prefix, end-of-text id and text encoder.
       validation: limits of usable examples; the label limit is tightened so that prefix,
-        text and end-of-text fit `batch.max_label_len` + 1 positions.
+        text and end-of-text fit `batch.max_label_len` + 1 positions, and the audio limit
+        to `batch.window`.
       process_index, process_count: this process's slice of every global batch.
       weights: mixture weights (default: proportional to the sources' sizes).
       decode_workers: threads that decode and validate a batch's rows in parallel.
@@ -141,6 +152,7 @@ class Loader:
         self.validation = dataclasses.replace(
             validation,
             max_label_tokens=min(validation.max_label_tokens, batch.max_label_len + 1 - len(prefix)),
+            max_audio_s=min(validation.max_audio_s, batch.window / SAMPLE_RATE),
         )
         self.prefix, self.eot, self.encode = tuple(prefix), eot, encode
         self.process_index, self.process_count = process_index, process_count
@@ -170,6 +182,7 @@ class Loader:
             self.encode,
             self.drops,
             pool,
+            self.batch.window,
         )
 
 

@@ -135,15 +135,23 @@ def log_mel_batch(
 ) -> jax.Array:
     """Batched, jittable log-mel equal to `log_mel_numpy` row by row (up to f32 rounding).
 
+    The window is the rows' width: 480000 samples (30 s, 3000 frames) for Whisper. A
+    narrower window gives the first frames of the same features in "log_mel" padding (the
+    encoder reads as many positions as it gets frames): cheaper steps where every clip is
+    short, as in the test suite's training runs.
+
     Args:
-      audio: [batch, 480000] f32 samples, each row zero beyond its length.
-      lengths: [batch] int32 number of valid samples per row (<= 480000).
+      audio: [batch, window] f32 samples, each row zero beyond its length; window a
+        multiple of 160 (480000 for Whisper's 30 s).
+      lengths: [batch] int32 number of valid samples per row (<= window).
       n_mels: 80 or 128.
       padding: "log_mel" or "audio".
 
     Returns:
-      Features [batch, n_mels, 3000] f32.
+      Features [batch, n_mels, window // 160] f32.
     """
+    if audio.shape[1] % HOP:
+        raise ValueError(f"audio window of {audio.shape[1]} samples is not a multiple of {HOP}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     # Per device under a mesh: XLA replicates a batch-sharded FFT on every device (spmd.py).
@@ -151,22 +159,23 @@ def log_mel_batch(
 
 
 def _log_mel_rows(audio: jax.Array, lengths: jax.Array, n_mels: int, padding: str) -> jax.Array:
-    batch = audio.shape[0]
+    batch, window = audio.shape
+    n_frames = window // HOP
     if padding == "audio":
-        sig_len = jnp.full((batch,), N_SAMPLES, jnp.int32)
-        n_valid_frames = jnp.full((batch,), N_FRAMES, jnp.int32)
+        sig_len = jnp.full((batch,), window, jnp.int32)
+        n_valid_frames = jnp.full((batch,), n_frames, jnp.int32)
     else:
         sig_len = lengths.astype(jnp.int32) + HOP
         n_valid_frames = lengths.astype(jnp.int32) // HOP + 1  # frames used for the max
     # Sample index of every STFT tap, with the reflect padding of each row's own signal.
-    j = jnp.arange(N_FRAMES)[:, None] * HOP - N_FFT // 2 + jnp.arange(N_FFT)[None, :]
+    j = jnp.arange(n_frames)[:, None] * HOP - N_FFT // 2 + jnp.arange(N_FFT)[None, :]
     j = j[None] * jnp.ones((batch, 1, 1), jnp.int32)
     last = (sig_len - 1)[:, None, None]
     j = jnp.abs(j)
     j = jnp.where(j > last, 2 * last - j, j)
     padded = jnp.pad(audio, ((0, 0), (0, HOP)))  # zeros that the 160-sample tail reads
     frames = jnp.take_along_axis(padded[:, None, :], j.reshape(batch, 1, -1), axis=2)
-    frames = frames.reshape(batch, N_FRAMES, N_FFT) * jnp.asarray(_hann(), jnp.float32)
+    frames = frames.reshape(batch, n_frames, N_FFT) * jnp.asarray(_hann(), jnp.float32)
     spec = jnp.fft.rfft(frames, axis=-1)
     power = spec.real**2 + spec.imag**2  # [batch, frames, bins]
     mel = jnp.einsum(
@@ -176,7 +185,7 @@ def _log_mel_rows(audio: jax.Array, lengths: jax.Array, n_mels: int, padding: st
         precision=jax.lax.Precision.HIGHEST,
     )
     log_spec = jnp.log10(jnp.maximum(mel, 1e-10))
-    t = jnp.arange(N_FRAMES)[None, None, :]
+    t = jnp.arange(n_frames)[None, None, :]
     in_max = t < n_valid_frames[:, None, None]
     max_value = jnp.max(jnp.where(in_max, log_spec, -jnp.inf), axis=(1, 2), keepdims=True)
     feats = _normalise(log_spec, max_value, jnp)

@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
 from jaxwhisper.data.examples import DataSpecError
-from jaxwhisper.data.features import N_SAMPLES, SAMPLE_RATE, log_mel_batch
+from jaxwhisper.data.features import HOP, N_SAMPLES, SAMPLE_RATE, log_mel_batch
 from jaxwhisper.data.local_sources import read_jsonl
 from jaxwhisper.inference.decoding import (
     DecodeOptions,
@@ -140,6 +140,14 @@ class Transcriber:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         if model.tokenizer_dir is None:
             raise ValueError(f"{model.source}: no tokenizer.json found beside the weights")
+        # The model's window: 30 s for every Whisper model. Long-form decoding (timestamps,
+        # seeking, 30 s strides) is defined for that window only.
+        self.window = model.config.n_frames * HOP
+        if timestamps and self.window != N_SAMPLES:
+            raise ValueError(
+                f"{model.source}: timestamps need a 30 s model window; this model's is "
+                f"{self.window / SAMPLE_RATE:g} s"
+            )
         self.model = model
         self.batch_size = batch_size
         self.sort_window = sort_window or 4 * batch_size
@@ -235,7 +243,7 @@ class Transcriber:
         self.params = jax.device_put(params, self._replicated)
 
     def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
-        audio = np.zeros((self.batch_size, N_SAMPLES), np.float32)
+        audio = np.zeros((self.batch_size, self.window), np.float32)
         lengths = np.zeros((self.batch_size,), np.int32)
         for i, c in enumerate(clips):
             audio[i, : c.shape[0]] = c
@@ -260,7 +268,8 @@ class Transcriber:
         Longer recordings (every input with `timestamps`) go to the long-form decoder
         (`longform.py`), whose batches hold windows of many files. Results come back in
         completion order; batches are dispatched asynchronously, so the next clips are read
-        while the device works.
+        while the device works. A model whose window is shorter than 30 s (`self.window`)
+        decodes clips that fit it and gives an error for the others.
         """
         rows: list[tuple[int, np.ndarray]] = []  # (key, samples)
         in_flight = None
@@ -295,6 +304,15 @@ class Transcriber:
         for key, audio in items:
             if isinstance(audio, Exception):
                 yield key, audio
+                continue
+            if audio.shape[0] > self.window and self.window != N_SAMPLES:
+                yield (
+                    key,
+                    ValueError(
+                        f"{audio.shape[0] / SAMPLE_RATE:.1f} s is longer than this model's "
+                        f"{self.window / SAMPLE_RATE:g} s window (long-form decoding needs a 30 s one)"
+                    ),
+                )
                 continue
             if self.timestamps or audio.shape[0] > N_SAMPLES:
                 longform.add(key, audio)

@@ -90,7 +90,7 @@ class WhisperConfig:
 
     @property
     def n_frames(self) -> int:
-        """Mel frames of one 30 s window (2 * n_audio_ctx)."""
+        """Mel frames of the model's window (2 * n_audio_ctx): 3000, 30 s, for Whisper."""
         return 2 * self.n_audio_ctx
 
     def replace(self, **changes: Any) -> "WhisperConfig":

@@ -144,6 +144,8 @@ class AudioEncoder(Tapped):
 
     def __call__(self, mel: jax.Array) -> jax.Array:
         c = self.config
+        if mel.shape[2] > c.n_frames:
+            raise ValueError(f"{mel.shape[2]} mel frames do not fit the model's window of {c.n_frames}")
         x = jnp.swapaxes(mel, 1, 2).astype(c.dtype)
         x = gelu(self.conv1(x))
         x = gelu(self.conv2(x))

@@ -26,7 +26,7 @@ import numpy as np
 from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, TrainConfig, to_dict
 from jaxwhisper.data.batches import BatchConfig, trim_label_positions, used_label_positions
-from jaxwhisper.data.features import log_mel_batch
+from jaxwhisper.data.features import HOP, log_mel_batch
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.streaming import StreamLoader, make_loader
 from jaxwhisper.data.validation import ValidationConfig
@@ -211,7 +211,8 @@ def train_and_evaluate(
     sources = [parse_spec(s) for s in cfg.data.train]
     loader = make_loader(
         sources,
-        BatchConfig(cfg.global_batch, cfg.data.max_label_len, cfg.data.seed),
+        # Rows as wide as the teacher's window (30 s for Whisper; the student inherits it).
+        BatchConfig(cfg.global_batch, cfg.data.max_label_len, cfg.data.seed, teacher.config.n_frames * HOP),
         tok.prefix,
         tok.eot,
         tok.encode,

@@ -58,6 +58,20 @@ def test_batched_jax_equals_numpy(clips, padding):
         np.testing.assert_allclose(out[i], log_mel_numpy(a, padding=padding), atol=1e-4)
 
 
+def test_a_narrower_window_gives_the_leading_frames_of_the_30_s_features(clips):
+    short = [a for a in clips if len(a) <= 80000]
+    assert len(short) == len(clips)  # all within 5 s
+    batch = np.zeros((len(short), 80000), np.float32)
+    for i, a in enumerate(short):
+        batch[i, : len(a)] = a
+    out = np.asarray(log_mel_batch(batch, np.array([len(a) for a in short], np.int32)))
+    assert out.shape == (len(short), 80, 500)
+    for i, a in enumerate(short):
+        np.testing.assert_allclose(out[i], log_mel_numpy(a)[:, :500], atol=1e-4)
+    with pytest.raises(ValueError, match="not a multiple of 160"):
+        log_mel_batch(batch[:, :1000], np.array([1000] * len(short), np.int32))
+
+
 def test_over_long_audio_is_refused():
     with pytest.raises(ValueError, match="longer than one 30 s window"):
         log_mel_numpy(np.zeros(480001, np.float32))

@@ -142,6 +142,18 @@ def test_validation_limits_are_configurable(tmp_path):
     assert loader.drops.summary()["by_reason"] == {"too_long": 1}
 
 
+def test_rows_are_as_wide_as_the_window_and_longer_clips_are_dropped(tmp_path):
+    sf.write(tmp_path / "a.wav", 0.1 * np.ones(32000, np.float32), 16000)
+    sf.write(tmp_path / "b.wav", 0.1 * np.ones(48000, np.float32), 16000)
+    src = ListSource("s", [RawExample(n, str(tmp_path / f"{n}.wav"), "hi", n) for n in "ab"])
+    prefix, eot, encode = _tok()
+    loader = BatchLoader([src], BatchConfig(2, 8, window=40000), prefix, eot, encode)
+    batch = loader.load_step(0)
+    assert batch["audio"].shape == (2, 40000)
+    assert loader.drops.summary()["by_reason"] == {"too_long": 1}
+    assert sorted(batch["audio_len"].tolist()) == [0, 32000]
+
+
 def test_two_processes_read_each_example_once_per_epoch(tmp_path, fixture_manifest):
     """Two real JAX processes (jax.distributed on localhost) each load their slices."""
     script = textwrap.dedent(f"""

@@ -31,3 +31,30 @@ def test_eight_devices_give_the_hypotheses_of_one(tiny_en, fixture_manifest):
     single = Transcriber(tiny_en, batch_size=1)
     assert single.mesh.devices.size == 1
     assert sharded.transcribe_arrays(clips) == single.transcribe_arrays(clips)
+
+
+def test_a_shorter_model_window_decodes_the_clips_that_fit_and_refuses_the_others():
+    """The window follows the model (n_audio_ctx 250: 5 s, as the training tests' teachers)."""
+    import jax
+    import numpy as np
+
+    from jaxwhisper.models.config import WhisperConfig
+    from jaxwhisper.models.weights.base import LoadedModel
+    from jaxwhisper.models.weights.resolve import bundled_model_files
+    from jaxwhisper.models.whisper import init_params
+
+    cfg = WhisperConfig(
+        n_vocab=51864, n_audio_ctx=250, n_text_ctx=16, d_model=64, n_heads=4,
+        encoder_layers=1, decoder_layers=1, ffn_dim=128,
+    )  # fmt: skip
+    _, tok = bundled_model_files("tiny.en")
+    model = LoadedModel(cfg, init_params(cfg, jax.random.PRNGKey(0)), tok, "random")
+    t = Transcriber(model, batch_size=2)
+    assert t.window == 80000
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.normal(size=n)).astype(np.float32) for n in (48000, 80000, 80001)]
+    results = dict(t.decode_results(enumerate(clips)))
+    assert all(isinstance(results[i], list) for i in (0, 1))
+    assert isinstance(results[2], ValueError) and "5 s window" in str(results[2])
+    with pytest.raises(ValueError, match="timestamps need a 30 s model window"):
+        Transcriber(model, timestamps=True)

@@ -65,6 +65,12 @@ def tiny_inputs():
     return mel, tokens
 
 
+def test_more_frames_than_the_models_window_are_refused(tiny_params):
+    mel = jnp.zeros((1, TINY.n_mels, TINY.n_frames + 2), jnp.float32)
+    with pytest.raises(ValueError, match="102 mel frames do not fit the model's window of 100"):
+        Whisper(TINY).apply({"params": tiny_params}, mel, method=Whisper.encode)
+
+
 def test_cached_decoding_equals_teacher_forcing(tiny_params, tiny_inputs):
     mel, tokens = tiny_inputs
     model = Whisper(TINY)

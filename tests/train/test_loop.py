@@ -14,6 +14,7 @@ import pytest
 
 from jaxwhisper.config import train_config_from_dict
 from jaxwhisper.data.batches import BatchConfig
+from jaxwhisper.data.features import HOP
 from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
@@ -30,8 +31,17 @@ pytestmark = pytest.mark.slow  # whole training runs on real clips: 20-60 s each
 
 REPO = Path(__file__).resolve().parents[2]
 # n_text_ctx 64: greedy validation of the random students stops within 32 tokens (test time).
+# n_audio_ctx 250: a 5 s window (batches, features and decoding follow the model's window),
+# enough for the training clips (at most 4.1 s); 1500 positions made every step 2x dearer.
 SMALL = WhisperConfig(
-    n_vocab=51864, n_text_ctx=64, d_model=64, n_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128
+    n_vocab=51864,
+    n_audio_ctx=250,
+    n_text_ctx=64,
+    d_model=64,
+    n_heads=4,
+    encoder_layers=2,
+    decoder_layers=2,
+    ffn_dim=128,
 )
 
 
@@ -199,7 +209,8 @@ def test_one_device_and_eight_agree(teacher_dir, manifest):
     s_cfg, s_params = make_student(SMALL, teacher, 1, 1, gate="shared")
     _, tok_dir = bundled_model_files("tiny.en")
     tok = WhisperTokenizer(tok_dir, False)
-    loader = BatchLoader([parse_spec(str(manifest))], BatchConfig(8, 48, 0), tok.prefix, tok.eot, tok.encode)
+    shapes = BatchConfig(8, 48, 0, SMALL.n_frames * HOP)
+    loader = BatchLoader([parse_spec(str(manifest))], shapes, tok.prefix, tok.eot, tok.encode)
     batch = {k: loader.load_step(0)[k] for k in ("audio", "audio_len", "decoder_input_ids", "labels")}
     loss_fn = jax.value_and_grad(make_loss_fn(s_cfg, SMALL), has_aux=True)
     results = []
@@ -276,16 +287,21 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(teacher_dir, manife
         assert m.latest_step() == latest + 2
 
 
-def test_frozen_encoder_with_cache_and_packing(teacher_dir, manifest, tmp_path):
+def test_frozen_encoder_with_cache_and_packing(manifest, tmp_path):
     """A student that keeps the teacher's encoder, trained on clips and packed windows: the
     cached run computes the same losses as the uncached one, the exported encoder is the
     teacher's, its gates are in the decoder only, and packed members are counted."""
     from jaxwhisper.models.weights.resolve import resolve_model
     from jaxwhisper.train.loop import train_and_evaluate
 
+    # A 10 s window, for packed windows of 2-3 clips.
+    teacher_dir = tmp_path / "teacher"
+    cfg = SMALL.replace(n_audio_ctx=500)
+    _, tok = bundled_model_files("tiny.en")
+    save_checkpoint(LoadedModel(cfg, init_params(cfg, jax.random.PRNGKey(0)), tok, "random"), teacher_dir)
     kw = dict(
         student={"encoder_layers": 2, "decoder_layers": 1, "gate": "shared", "freeze_encoder": True},
-        data={"train": [str(manifest), f"{manifest}?pack=30"], "max_label_len": 64, "seed": 3},
+        data={"train": [str(manifest), f"{manifest}?pack=10"], "max_label_len": 64, "seed": 3},
         total_steps=4,
     )
     train_and_evaluate(_config(teacher_dir, manifest, **kw), tmp_path / "plain")
