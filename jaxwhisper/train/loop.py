@@ -163,7 +163,7 @@ def train_and_evaluate(
     state_shapes = jax.eval_shape(lambda p: init_state(p, tx), s_params)
     state_sh = sharding.tree_shardings(state_shapes, mesh)
     teacher_sh = sharding.tree_shardings(teacher.params, mesh)
-    teacher_params = jax.device_put(teacher.params, teacher_sh)
+    teacher_params = sharding.put_tree(teacher.params, teacher_sh)
     jitted_step = jax.jit(
         step_fn,
         in_shardings=(state_sh, teacher_sh, sharding.batch_sharding(mesh)),

@@ -64,3 +64,19 @@ def global_batch(local: dict, mesh: Mesh, keys) -> dict:
     """Global jax.Arrays from this process's rows (its slice of the global batch)."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local[k])) for k in keys}
+
+
+def put_tree(tree, shardings):
+    """Host values that are the same on every process (a loaded teacher, a copied student),
+    placed on (possibly global) shardings: each process writes only its own devices' shards.
+
+    `jax.device_put` of a host value onto a sharding that spans processes first gathers the
+    whole value from every process to check that they agree, leaf by leaf: a teacher's full
+    weights through the network on every host at start-up.
+    """
+
+    def put(x, sharding):
+        value = np.asarray(x)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, tree, shardings)

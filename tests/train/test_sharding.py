@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxwhisper.train.sharding import global_batch, make_mesh, param_spec, replicated, tree_shardings
+from jaxwhisper.train.sharding import (
+    global_batch,
+    make_mesh,
+    param_spec,
+    put_tree,
+    replicated,
+    tree_shardings,
+)
 
 
 def test_mesh_shape():
@@ -49,6 +56,20 @@ def test_tree_shardings_place_each_leaf():
     assert {s.data.shape for s in placed["kernel"].addressable_shards} == {(8, 4)}  # 16 / fsdp 4
     assert {s.data.shape for s in placed["bias"].addressable_shards} == {(3,)}
     assert replicated(mesh).spec == P()
+
+
+def test_put_tree_places_what_device_put_places():
+    """Without device_put's cross-process equality check (tests/test_multihost.py runs it on
+    two processes): the same values, dtypes and shards."""
+    mesh = make_mesh(4)
+    tree = {"kernel": np.arange(128, dtype=np.float32).reshape(8, 16), "count": np.int32(3)}
+    shardings = tree_shardings(tree, mesh)
+    ours, theirs = put_tree(tree, shardings), jax.device_put(tree, shardings)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        assert a.dtype == b.dtype and a.sharding == b.sharding
+        np.testing.assert_array_equal(a, b)
+        shards = lambda x: sorted((str(s.device), s.index, s.data.tobytes()) for s in x.addressable_shards)  # noqa: E731
+        assert shards(a) == shards(b)
 
 
 def test_global_batch_splits_rows_over_every_device():
