@@ -6,7 +6,8 @@ compilation on CPU).
 
 For speed every teacher is a small random model with tiny.en's tokenizer (4+4 layers,
 width 64: large-v2 is not available offline, and what is checked here is that the configs'
-data, mixture, mesh, student options and loss run, not what the teacher knows); students
+data, mixture, mesh, student options and loss run, not what the teacher knows), with a 5 s
+window for the configs that train on single clips and 30 s for those that pack; students
 get 2 encoder layers unless they keep the teacher's frozen encoder and compute in float32
 without remat, batches are 8 rows and runs are 2 steps; data specs, mixture, mesh and loss
 are the configs' own.
@@ -66,13 +67,23 @@ SMALL_TEACHER = WhisperConfig(
 )
 
 
+def _save_teacher(d: Path, config: WhisperConfig) -> Path:
+    _, tok = bundled_model_files("tiny.en")
+    save_checkpoint(LoadedModel(config, init_params(config, jax.random.PRNGKey(0)), tok, "random"), d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def small_teacher(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("small-teacher")
-    _, tok = bundled_model_files("tiny.en")
-    params = init_params(SMALL_TEACHER, jax.random.PRNGKey(0))
-    save_checkpoint(LoadedModel(SMALL_TEACHER, params, tok, "random"), d)
-    return d
+    return _save_teacher(tmp_path_factory.mktemp("small-teacher"), SMALL_TEACHER)
+
+
+@pytest.fixture(scope="session")
+def short_window_teacher(tmp_path_factory) -> Path:
+    """The same teacher with a 5 s window (n_audio_ctx 250), for the configs that train on
+    single clips: the longer clips are dropped and counted (within max_drop_fraction), and each
+    step costs a fraction of a 30 s one. Configs that pack windows keep the 30 s teacher."""
+    return _save_teacher(tmp_path_factory.mktemp("short-teacher"), SMALL_TEACHER.replace(n_audio_ctx=250))
 
 
 def _small(raw: dict, teacher: Path) -> dict:
@@ -148,12 +159,15 @@ def test_every_config_builds_its_sources_and_first_batch(name, offline, small_te
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n != "quant_int8"])
-def test_every_training_config_runs_its_first_steps_and_resumes(name, offline, small_teacher):
+def test_every_training_config_runs_its_first_steps_and_resumes(
+    name, offline, small_teacher, short_window_teacher
+):
     """Two steps, saved at step 1, then the same call resumes and runs step 2 (from the
     saved stream position for the streaming configs)."""
     from jaxwhisper.train.loop import train_and_evaluate
 
-    for raw in _train_configs(name, small_teacher):
+    packs = "pack=" in json.dumps(_raw(name))
+    for raw in _train_configs(name, small_teacher if packs else short_window_teacher):
         raw["checkpoint_every_steps"] = 1
         cfg = load(TrainConfig, raw)
         workdir = offline / "run"
