@@ -66,7 +66,9 @@ def setup(tmp_path_factory, fixture_manifest, hub_standins):
         "optimizer": {"learning_rate": 1e-3, "warmup_steps": 2},
         "global_batch": 8,
         "total_steps": 3,
-        "mesh_fsdp": 2,  # data 4 x fsdp 2: params sharded across the two processes' devices
+        # data 4 x fsdp 2: the FSDP pairs are within a process (make_mesh reshapes the devices,
+        # which are listed process by process), and the data axis spans both processes.
+        "mesh_fsdp": 2,
         "eval_every_steps": 0,
         "checkpoint_every_steps": 2,
         "log_every_steps": 1,
