@@ -18,18 +18,15 @@ import json
 import math
 from pathlib import Path
 
-import jax
 import pytest
 from hub_standins import redirect_hub
+from random_teachers import save_random_teacher
 
 from jaxwhisper.config import PipelineConfig, QuantRunConfig, TrainConfig, load
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.validation import ValidationConfig, validate_example
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.weights.base import LoadedModel
-from jaxwhisper.models.weights.native import save_checkpoint
 from jaxwhisper.models.weights.resolve import bundled_model_files
-from jaxwhisper.models.whisper import init_params
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
@@ -67,15 +64,9 @@ SMALL_TEACHER = WhisperConfig(
 )
 
 
-def _save_teacher(d: Path, config: WhisperConfig) -> Path:
-    _, tok = bundled_model_files("tiny.en")
-    save_checkpoint(LoadedModel(config, init_params(config, jax.random.PRNGKey(0)), tok, "random"), d)
-    return d
-
-
 @pytest.fixture(scope="session")
 def small_teacher(tmp_path_factory) -> Path:
-    return _save_teacher(tmp_path_factory.mktemp("small-teacher"), SMALL_TEACHER)
+    return save_random_teacher(tmp_path_factory.mktemp("small-teacher"), SMALL_TEACHER)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +74,9 @@ def short_window_teacher(tmp_path_factory) -> Path:
     """The same teacher with a 5 s window (n_audio_ctx 250), for the configs that train on
     single clips: the longer clips are dropped and counted (within max_drop_fraction), and each
     step costs a fraction of a 30 s one. Configs that pack windows keep the 30 s teacher."""
-    return _save_teacher(tmp_path_factory.mktemp("short-teacher"), SMALL_TEACHER.replace(n_audio_ctx=250))
+    return save_random_teacher(
+        tmp_path_factory.mktemp("short-teacher"), SMALL_TEACHER.replace(n_audio_ctx=250)
+    )
 
 
 def _small(raw: dict, teacher: Path) -> dict:

@@ -13,31 +13,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from random_teachers import save_random_teacher, write_training_clips
 
 from jaxwhisper.config import train_config_from_dict
 from jaxwhisper.data.eval_sets import load_eval_set
 from jaxwhisper.evaluation.evaluate import evaluate_model
-from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.weights.base import LoadedModel
-from jaxwhisper.models.weights.native import save_checkpoint
-from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
-from jaxwhisper.models.whisper import init_params
+from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.train.loop import EXPORT, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-# n_text_ctx 64: the random students' greedy decoding stops within 32 tokens.
-# n_audio_ctx 250: a 5 s window (batches, features and decoding follow the model's window),
-# enough for the training clips (at most 4.1 s); 1500 positions made every step 2x dearer.
-SMALL = WhisperConfig(
-    n_vocab=51864,
-    n_audio_ctx=250,
-    n_text_ctx=64,
-    d_model=64,
-    n_heads=4,
-    encoder_layers=2,
-    decoder_layers=2,
-    ffn_dim=128,
-)
 
 
 def _free_port() -> int:
@@ -49,16 +33,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, fixture_manifest, hub_standins):
     d = tmp_path_factory.mktemp("multihost")
-    _, tok = bundled_model_files("tiny.en")
-    save_checkpoint(
-        LoadedModel(SMALL, init_params(SMALL, jax.random.PRNGKey(0)), tok, "random"), d / "teacher"
-    )
-    rows = [
-        json.loads(x) for x in fixture_manifest.read_text().splitlines() if "arctic" in x or "sonnet" in x
-    ][:8]
-    for r in rows:
-        r["audio"] = str(fixture_manifest.parent / r["audio"])
-    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    save_random_teacher(d / "teacher")
+    write_training_clips(fixture_manifest, d / "train.jsonl")
     train = {
         "teacher": str(d / "teacher"),
         "student": {"encoder_layers": 1, "decoder_layers": 1, "gate": "shared"},

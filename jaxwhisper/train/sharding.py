@@ -67,7 +67,7 @@ def global_batch(local: dict, mesh: Mesh, keys) -> dict:
 
 
 def put_tree(tree, shardings):
-    """Host values that are the same on every process (a loaded teacher, a copied student),
+    """Host values that are the same on every process (a loaded teacher),
     placed on (possibly global) shardings: each process writes only its own devices' shards.
 
     `jax.device_put` of a host value onto a sharding that spans processes first gathers the

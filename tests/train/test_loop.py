@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from random_teachers import SMALL, save_random_teacher, write_training_clips
 
 from jaxwhisper.config import train_config_from_dict
 from jaxwhisper.data.batches import BatchConfig
@@ -18,9 +19,6 @@ from jaxwhisper.data.features import HOP
 from jaxwhisper.data.pipeline import BatchLoader
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
-from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.weights.base import LoadedModel
-from jaxwhisper.models.weights.native import save_checkpoint
 from jaxwhisper.models.weights.resolve import bundled_model_files
 from jaxwhisper.models.whisper import init_params
 from jaxwhisper.train import sharding
@@ -30,40 +28,17 @@ from jaxwhisper.train.student import make_student
 pytestmark = pytest.mark.slow  # whole training runs on real clips: 20-60 s each
 
 REPO = Path(__file__).resolve().parents[2]
-# n_text_ctx 64: greedy validation of the random students stops within 32 tokens (test time).
-# n_audio_ctx 250: a 5 s window (batches, features and decoding follow the model's window),
-# enough for the training clips (at most 4.1 s); 1500 positions made every step 2x dearer.
-SMALL = WhisperConfig(
-    n_vocab=51864,
-    n_audio_ctx=250,
-    n_text_ctx=64,
-    d_model=64,
-    n_heads=4,
-    encoder_layers=2,
-    decoder_layers=2,
-    ffn_dim=128,
-)
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     """A small random teacher with the real tiny.en tokenizer, as a jaxwhisper checkpoint."""
-    d = tmp_path_factory.mktemp("teacher")
-    _, tok = bundled_model_files("tiny.en")
-    save_checkpoint(LoadedModel(SMALL, init_params(SMALL, jax.random.PRNGKey(0)), tok, "random"), d)
-    return d
+    return save_random_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory, fixture_manifest):
-    rows = [
-        json.loads(x) for x in fixture_manifest.read_text().splitlines() if "arctic" in x or "sonnet" in x
-    ][:8]
-    for r in rows:
-        r["audio"] = str(fixture_manifest.parent / r["audio"])
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_training_clips(fixture_manifest, tmp_path_factory.mktemp("data") / "train.jsonl")
 
 
 def _config(teacher_dir, manifest, **kw):
@@ -295,10 +270,7 @@ def test_frozen_encoder_with_cache_and_packing(manifest, tmp_path):
     from jaxwhisper.train.loop import train_and_evaluate
 
     # A 10 s window, for packed windows of 2-3 clips.
-    teacher_dir = tmp_path / "teacher"
-    cfg = SMALL.replace(n_audio_ctx=500)
-    _, tok = bundled_model_files("tiny.en")
-    save_checkpoint(LoadedModel(cfg, init_params(cfg, jax.random.PRNGKey(0)), tok, "random"), teacher_dir)
+    teacher_dir = save_random_teacher(tmp_path / "teacher", SMALL.replace(n_audio_ctx=500))
     kw = dict(
         student={"encoder_layers": 2, "decoder_layers": 1, "gate": "shared", "freeze_encoder": True},
         data={"train": [str(manifest), f"{manifest}?pack=10"], "max_label_len": 64, "seed": 3},
