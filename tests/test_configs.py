@@ -74,8 +74,9 @@ def test_pipeline_and_quantization_configs_validate():
     cfg = load(PipelineConfig, _raw("paper_cpu", "steps=7"))
     assert cfg.gates == ("none", "shared") and cfg.train.total_steps == cfg.train.optimizer_steps == 7
     prompts, tts = f"{cfg.corpus}/prompts.jsonl", f"{cfg.corpus}/tts.jsonl"
-    # Real clips one per window and packed, and the synthesized prose the corpus builds.
-    assert cfg.train.data.train == (prompts, f"{prompts}?pack=30", tts) and cfg.tts_sentences > 0
+    # Real clips one per window and packed, and the synthesized prose the corpus builds, packed.
+    assert cfg.train.data.train == (prompts, f"{prompts}?pack=30", f"{tts}?pack=30")
+    assert cfg.tts_sentences > 0
     assert cfg.train.student.freeze_encoder and cfg.train.encoder_cache_mb > 0
     assert cfg.quant.calibration not in cfg.quant.test
     assert cfg.quant.quantizations == ("w8a8",) and cfg.outliers.data == cfg.quant.test[0]
