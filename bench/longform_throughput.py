@@ -11,8 +11,10 @@ no-speech / log-prob thresholds:
 
 * faster-whisper 1.2.1 long-form with timestamps, int8 and float32, 2 CPU threads, one
   recording at a time (its `transcribe`);
-* jaxwhisper `sequential` (timestamps, seek) and `windows` (no timestamps), float32, the
-  recordings' windows batched across files.
+* jaxwhisper `sequential` (timestamps, seek), `windows` (no timestamps) and `chunked`
+  (cut at pauses, each chunk sought by timestamps), float32, the recordings' windows batched
+  across files; and `chunked` given one recording per call, as faster-whisper is, so that
+  only one file's chunks fill each batch.
 
 Prints the CPU, the load average before and after (the machine may be shared), wall time,
 audio seconds per second, WER, deletions, the longest run of deleted reference words, and
@@ -70,13 +72,18 @@ def run_faster_whisper(recordings, compute_type: str, threads: int) -> tuple[lis
     return texts, time.perf_counter() - start
 
 
-def run_ours(recordings, mode: str, batch_size: int, dtype: str) -> tuple[list[str], float, float]:
+def run_ours(
+    recordings, mode: str, batch_size: int, dtype: str, per_file: bool = False
+) -> tuple[list[str], float, float]:
     t = Transcriber(resolve_model("tiny.en", dtype=dtype), batch_size=batch_size, long_form=mode)
     start = time.perf_counter()
     t.transcribe_arrays([recordings[0].audio[: 16000 * 35]])  # compile (two windows)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    texts = t.transcribe_arrays([r.audio for r in recordings])
+    if per_file:
+        texts = [text for r in recordings for text in t.transcribe_arrays([r.audio])]
+    else:
+        texts = t.transcribe_arrays([r.audio for r in recordings])
     return texts, time.perf_counter() - start, compile_s
 
 
@@ -105,22 +112,24 @@ def main():
         w = word_error_rate(refs, texts)
         run = max(longest_deleted_run(r, t) for r, t in zip(refs, texts))
         print(
-            f"{name:<32}{wall:>8.1f}{audio_s / wall:>11.2f}{w.wer:>8.2f}{w.deletions:>5}{run:>13}"
+            f"{name:<42}{wall:>8.1f}{audio_s / wall:>11.2f}{w.wer:>8.2f}{w.deletions:>5}{run:>13}"
             f"  load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
 
-    print(f"{'system':<32}{'wall s':>8}{'audio-s/s':>11}{'WER %':>8}{'D':>5}{'max del run':>13}", flush=True)
+    print(f"{'system':<42}{'wall s':>8}{'audio-s/s':>11}{'WER %':>8}{'D':>5}{'max del run':>13}", flush=True)
     results = {}
     for compute_type in ("int8", "float32"):
         name = f"faster-whisper {compute_type}"
         results[name] = run_faster_whisper(recordings, compute_type, args.threads)
         report(name, *results[name])
-    systems = [("sequential", "float32")] + ([] if args.skip_windows else [("windows", "float32")])
-    systems += [("sequential", "bfloat16")] if args.bf16 else []
-    for mode, dtype in systems:
+    systems = [("sequential", "float32", False), ("chunked", "float32", False), ("chunked", "float32", True)]
+    systems += [] if args.skip_windows else [("windows", "float32", False)]
+    systems += [("sequential", "bfloat16", False), ("chunked", "bfloat16", True)] if args.bf16 else []
+    for mode, dtype, per_file in systems:
         name = f"jaxwhisper {mode} {'f32' if dtype == 'float32' else 'bf16'} b{args.batch_size}"
-        texts, wall, compile_s = run_ours(recordings, mode, args.batch_size, dtype)
+        name += ", 1 file/call" if per_file else ""
+        texts, wall, compile_s = run_ours(recordings, mode, args.batch_size, dtype, per_file)
         results[name] = (texts, wall)
         report(name, texts, wall)
         print(f"  (first call: compile + a 35 s recording, {compile_s:.1f} s)", flush=True)
@@ -129,7 +138,7 @@ def main():
     )
     print(f"\nload average after: {os.getloadavg()}; {audio_s:.1f} s of audio; speed vs {best_name}:")
     for name, (_, wall) in results.items():
-        print(f"  {name:<32}{best_peer / wall:.2f}x")
+        print(f"  {name:<42}{best_peer / wall:.2f}x")
 
 
 if __name__ == "__main__":

@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--long-form",
         default="sequential",
-        choices=["sequential", "windows"],
-        help="recordings over 30 s: seek by timestamps (faster-whisper's default) or "
-        "consecutive 30 s windows without timestamps (its without_timestamps=True)",
+        choices=["sequential", "windows", "chunked"],
+        help="recordings over 30 s: seek by timestamps (faster-whisper's default), "
+        "consecutive 30 s windows without timestamps (its without_timestamps=True), or chunks "
+        "cut at pauses and sought by timestamps, one file's chunks batched together",
     )
     t.add_argument("--timestamps", action="store_true", help="segments with start/end (s) in each record")
     t.add_argument(

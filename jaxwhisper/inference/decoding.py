@@ -61,7 +61,9 @@ def _intercepted(intercept: Optional[Intercept], state: Any) -> ContextManager:
     return intercept(state) if intercept is not None else contextlib.nullcontext()
 
 
-def _encode_and_prefill(model: Whisper, variables: dict, mel: jax.Array, prefix: np.ndarray):
+def _encode_and_prefill(
+    model: Whisper, variables: dict, mel: jax.Array, prefix: np.ndarray, valid: Optional[jax.Array] = None
+):
     """Encoder, cross-attention keys/values and the forced prefix through the decoder.
 
     One row at a time: the same [1, ...] shapes whatever the batch and however it is
@@ -73,6 +75,9 @@ def _encode_and_prefill(model: Whisper, variables: dict, mel: jax.Array, prefix:
     Args:
       mel: features [batch, n_mels, 3000].
       prefix: forced tokens [n_prefix] int32.
+      valid: [batch] bool; a False row (padding) skips the encoder and gets zero keys and
+        values (the tail of a long-form run has fewer windows than rows, and the encoder is
+        most of a window's cost).
 
     Returns:
       (cross, cache, logits): cross-attention keys/values per layer, the self-attention
@@ -85,7 +90,16 @@ def _encode_and_prefill(model: Whisper, variables: dict, mel: jax.Array, prefix:
         return model.apply(variables, enc, method=Whisper.cross_kv)
 
     batch = mel.shape[0]
-    cross = jax.tree.map(lambda x: x[:, 0], jax.lax.map(encode_row, mel))
+    if valid is None:
+        cross = jax.lax.map(encode_row, mel)
+    else:
+        shapes = jax.eval_shape(encode_row, mel[0])
+
+        def skip(m):
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        cross = jax.lax.map(lambda row: jax.lax.cond(row[1], encode_row, skip, row[0]), (mel, valid))
+    cross = jax.tree.map(lambda x: x[:, 0], cross)
     cache = init_kv_cache(config, batch, config.n_text_ctx)
     tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, len(prefix)))
     logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
@@ -229,7 +243,7 @@ def make_segment_decoder(
     def _decode(params, mel, valid):
         variables = {"params": params}
         batch = mel.shape[0]
-        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix)
+        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, valid)
         no_speech = jax.nn.softmax(logits[:, sot_index].astype(jnp.float32), axis=-1)[:, options.no_speech]
         first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)

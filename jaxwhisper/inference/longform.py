@@ -1,8 +1,8 @@
 """Long-form transcription: recordings of any length as 30 s windows, batched across files.
 
-Two algorithms, both faster-whisper's (`WhisperModel.generate_segments`), on the log-mel of
-the whole recording (`log_mel_recording`), each window a slice of `min(3000, content_frames
-- seek)` frames padded with zeros to 3000:
+Three algorithms on the log-mel of the whole recording (`log_mel_recording`), each window a
+slice of `min(3000, content_frames - seek)` frames padded with zeros to 3000; the first two
+are faster-whisper's (`WhisperModel.generate_segments`):
 
 * `"windows"` (faster-whisper's `without_timestamps=True`): consecutive, non-overlapping
   windows decoded without timestamps; every window is independent, so all of a file's
@@ -13,6 +13,13 @@ the whole recording (`log_mel_recording`), each window a slice of `min(3000, con
   no timestamp at all consumes the window). Nothing between windows is lost or repeated.
   A file has one window in flight at a time; the batch is filled with other files' windows,
   each row one file at its current seek, refilled as files advance.
+* `"chunked"`: the recording is first cut into chunks of at most 30 s at its quietest
+  moments (`quiet_cuts`: no VAD model, the frame of lowest smoothed log-mel energy in each
+  20-30 s stretch), then every chunk is decoded as its own `"sequential"` recording. The
+  chunks of one file fill a batch together, so a single long file uses the whole batch; a
+  chunk whose text stops before its end is continued from its last complete timestamp like
+  any sequential recording, so nothing inside a chunk is dropped, and the cuts fall in pauses
+  rather than inside words. The price: Whisper sees each chunk without the audio before it.
 
 Options as faster-whisper's: a window is skipped as silence when its no-speech probability
 exceeds `no_speech_threshold` unless its average log-prob exceeds `log_prob_threshold`. With
@@ -36,7 +43,7 @@ from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S
 
 log = logging.getLogger(__name__)
 
-MODES = ("sequential", "windows")
+MODES = ("sequential", "windows", "chunked")
 FRAME_S = HOP / SAMPLE_RATE  # 0.01 s per mel frame
 INPUT_STRIDE = 2  # mel frames per encoder position (one timestamp step)
 
@@ -100,6 +107,42 @@ def window_features(features: np.ndarray, seek: int) -> tuple[np.ndarray, int]:
     return mel, size
 
 
+def quiet_cuts(
+    features: np.ndarray, max_frames: int = N_FRAMES, min_frames: int = 2000, smooth: int = 20
+) -> list[int]:
+    """Frames at which to cut a recording into chunks of at most `max_frames` content frames.
+
+    Each chunk ends at the quietest frame of the stretch `[start + min_frames, start +
+    max_frames]`: the lowest mean log-mel over the mel bins, averaged over `smooth` frames
+    (0.2 s) so that a short gap between two syllables does not beat a pause between sentences.
+
+    Args:
+      features: log-mel [n_mels, content frames + 1] (`log_mel_recording`).
+      max_frames: longest chunk (3000 = one 30 s window).
+      min_frames: shortest chunk other than the last.
+      smooth: frames of the moving average.
+
+    Returns:
+      Increasing frame indices `0 = c_0 < c_1 < ... < c_k = content`; chunk i is
+      `[c_i, c_{i+1})`.
+    """
+    content = features.shape[-1] - 1
+    if not 0 < min_frames <= max_frames:
+        raise ValueError(f"need 0 < min_frames <= max_frames, got {min_frames}, {max_frames}")
+    if content <= max_frames:
+        return [0, content] if content > 0 else [0]
+    energy = features[:, :content].mean(axis=0)
+    kernel = np.ones(smooth) / smooth
+    smoothed = np.convolve(
+        np.pad(energy, (smooth // 2, smooth - 1 - smooth // 2), mode="edge"), kernel, "valid"
+    )
+    cuts = [0]
+    while content - cuts[-1] > max_frames:
+        lo, hi = cuts[-1] + min_frames, cuts[-1] + max_frames
+        cuts.append(lo + int(np.argmin(smoothed[lo : hi + 1])))
+    return cuts + [content]
+
+
 def split_by_timestamps(
     tokens: list[int], timestamp_begin: int, seek: int, segment_size: int
 ) -> tuple[list[Segment], int]:
@@ -142,9 +185,21 @@ def split_by_timestamps(
     return [Segment(start=offset, end=offset + duration, tokens=tokens)], seek + segment_size
 
 
+class _Chunks:
+    """The chunks of one recording in `"chunked"` mode: their first frames and the results."""
+
+    def __init__(self, key, starts: list[int]):
+        self.key, self.starts = key, starts
+        self.remaining = len(starts)
+        self.files: list[_File] = []
+
+
 class _File:
-    def __init__(self, key, features: np.ndarray, mode: str):
+    def __init__(
+        self, key, features: np.ndarray, mode: str, group: Optional[_Chunks] = None, offset: int = 0
+    ):
         self.key = key
+        self.group, self.offset = group, offset  # offset: the chunk's first frame in its recording
         self.features = features
         self.content = features.shape[-1] - 1
         self.mode = mode
@@ -200,10 +255,19 @@ class LongformDecoder:
 
     def add_features(self, key, features: np.ndarray) -> None:
         """Queues a recording by its log-mel [n_mels, content frames + 1] (`log_mel_recording`)."""
-        f = _File(key, features, self.options.mode)
-        self._queue(f)
-        if f.done():
-            self.finished.append(f)
+        if self.options.mode != "chunked":
+            files = [_File(key, features, self.options.mode)]
+        else:
+            cuts = quiet_cuts(features)
+            group = _Chunks(key, cuts[:-1] or [0])
+            # each chunk keeps one frame past its end, as a recording's log-mel has one
+            bounds = zip(cuts[:-1], cuts[1:]) if len(cuts) > 1 else [(0, 0)]
+            files = [_File(key, features[:, a : b + 1], "sequential", group, a) for a, b in bounds]
+            group.files = files
+        for f in files:
+            self._queue(f)
+            if f.done():
+                self.finished.append(f)
 
     def _queue(self, f: _File) -> None:
         if f.mode == "windows":
@@ -217,8 +281,7 @@ class LongformDecoder:
     def pump(self, final: bool = False) -> Iterator[tuple[object, LongformResult]]:
         """Dispatches full batches (all remaining rows when `final`); yields finished files."""
         while self.finished:
-            f = self.finished.pop(0)
-            yield f.key, self._result(f)
+            yield from self._completed(self.finished.pop(0))
         while True:
             if len(self.ready) >= self.batch_size:
                 yield from self._dispatch()
@@ -260,7 +323,24 @@ class LongformDecoder:
                 f.seek = next_seek if next_seek > seek else seek + size
                 self._queue(f)
             if f.done():
-                yield f.key, self._result(f)
+                yield from self._completed(f)
+
+    def _completed(self, f: _File):
+        """Yields the file's (key, result), or its recording's once its last chunk is done."""
+        if f.group is None:
+            yield f.key, self._result(f)
+            return
+        g = f.group
+        g.remaining -= 1
+        if g.remaining == 0:
+            merged = []
+            for start, chunk in zip(g.starts, g.files):
+                offset = start * FRAME_S
+                merged += [
+                    dataclasses.replace(s, start=s.start + offset, end=s.end + offset)
+                    for s in self._result(chunk).segments
+                ]
+            yield g.key, LongformResult(merged)
 
     def _result(self, f: _File) -> LongformResult:
         # faster-whisper drops segments of zero length or without text
@@ -279,7 +359,7 @@ class LongformDecoder:
                 "%s: the window at %.1f s looks repetitive (compression ratio %.2f > %.2f); "
                 "kept, as greedy decoding has no temperature fallback",
                 f.key,
-                seek * FRAME_S,
+                (f.offset + seek) * FRAME_S,
                 ratio,
                 o.compression_ratio_threshold,
             )

@@ -109,8 +109,8 @@ class Transcriber:
       intercept_state: the pytree of arrays `intercept` reads (INT8 kernels), placed on the
         devices once and passed to the compiled decoder as an argument.
       devices: local devices to shard rows over (default: all of this host's).
-      long_form: algorithm for recordings over 30 s ("sequential" or "windows", see
-        `jaxwhisper.inference.longform`).
+      long_form: algorithm for recordings over 30 s ("sequential", "windows" or "chunked",
+        see `jaxwhisper.inference.longform`).
       timestamps: decode every input as long-form (short ones are one window) and give
         segments with start/end times.
       no_speech_threshold, log_prob_threshold, compression_ratio_threshold: long-form
@@ -189,7 +189,7 @@ class Transcriber:
             tok, c = self.tokenizer, self.model.config
             ids = None
             prefix = tok.prefix
-            if self.longform.mode == "sequential":
+            if self.longform.mode != "windows":
                 ids = TimestampIds(
                     tok.timestamp_begin, c.n_vocab - 1, tok.eot, tok.no_timestamps, self._max_initial_index
                 )

@@ -10,6 +10,7 @@ from jaxwhisper.inference.longform import (
     LongformDecoder,
     LongformOptions,
     compression_ratio,
+    quiet_cuts,
     split_by_timestamps,
     window_features,
 )
@@ -134,3 +135,49 @@ def test_no_speech_window_is_skipped_unless_its_log_prob_is_high():
     dec.add_features(1, features(2, 5.0))
     results = dict(dec.pump(final=True))
     assert results[0].segments == [] and len(results[1].segments) == 1
+
+
+def energy_features(energy: np.ndarray) -> np.ndarray:
+    """Log-mel [3, len + 1] whose mean over the bins is `energy` (plus the extra last frame)."""
+    e = np.append(energy, energy[-1])
+    return np.stack([e - 1.0, e, e + 1.0])
+
+
+def test_quiet_cuts_fall_in_the_pauses_and_cover_the_recording():
+    rng = np.random.default_rng(0)
+    energy = rng.uniform(0.5, 1.0, 9500)
+    pauses = [2600, 5300, 7950]  # 0.5 s pauses, each 20-30 s after the previous cut
+    for p in pauses:
+        energy[p - 25 : p + 25] = 0.0
+    energy[1000:1005] = -1.0  # a short dip too early to cut at
+    cuts = quiet_cuts(energy_features(energy))
+    assert cuts[0] == 0 and cuts[-1] == 9500
+    assert len(cuts) == len(pauses) + 2
+    for cut, p in zip(cuts[1:-1], pauses):
+        assert p - 25 <= cut < p + 25
+    assert all(2000 <= b - a <= 3000 for a, b in zip(cuts[:-2], cuts[1:-1]))
+    assert 0 < cuts[-1] - cuts[-2] <= 3000
+
+
+def test_quiet_cuts_a_short_or_a_flat_recording():
+    assert quiet_cuts(energy_features(np.ones(3000))) == [0, 3000]  # one window: no cut
+    cuts = quiet_cuts(energy_features(np.ones(7001)))
+    assert all(b - a <= 3000 for a, b in zip(cuts, cuts[1:])) and cuts[-1] == 7001
+    assert quiet_cuts(np.zeros((3, 1))) == [0]  # under one frame of content
+    with pytest.raises(ValueError, match="min_frames"):
+        quiet_cuts(energy_features(np.ones(10)), min_frames=4000)
+
+
+def test_chunked_mode_batches_one_files_chunks_and_offsets_their_segments():
+    calls = []
+    dec = LongformDecoder(fake_run(calls), 8, 2, EOT, BEGIN, lambda ids: "x", LongformOptions("chunked"))
+    dec.add_features(0, features(1, 95.0))  # frame values rise: every cut at the earliest frame
+    results = dict(dec.pump(final=True))
+    # the five chunks [0, 20), [20, 40), ..., [80, 95) s share the first batch
+    assert calls[0][:5] == [(1, 0), (1, 2000), (1, 4000), (1, 6000), (1, 8000)]
+    # each chunk: a window reads 10 s of text, then the next window the rest of the chunk
+    assert calls[1][:5] == [(1, 1000), (1, 3000), (1, 5000), (1, 7000), (1, 9000)]
+    assert len(calls) == 2
+    segments = results[0].segments
+    assert [round(s.start, 6) for s in segments] == [10.0 * i for i in range(10)]
+    assert all(a.end <= b.start for a, b in zip(segments, segments[1:]))
