@@ -120,6 +120,8 @@ def make_greedy_decoder(
       params: Whisper params.
       mel: features [batch, n_mels, 3000].
       state: what `intercept` reads (None without one).
+      valid: optional [batch] bool, False for padding rows (a run's last, partial batch):
+        they skip the encoder and decode nothing (all `eot`).
 
     Returns (of the returned function):
       tokens [batch, max_new_tokens] int32: generated ids, `eot` from the first end-of-text on.
@@ -132,15 +134,17 @@ def make_greedy_decoder(
     begin = suppress + _bias(options.suppress_at_begin, config.n_vocab)
     eot = options.eot
 
-    def decode(params, mel, state=None):
+    def decode(params, mel, state=None, valid=None):
         with _intercepted(intercept, state):
-            return _decode(params, mel)
+            return _decode(params, mel, valid)
 
-    def _decode(params, mel):
+    def _decode(params, mel, valid):
         variables = {"params": params}
         batch = mel.shape[0]
-        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix)
+        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, valid)
         first = jnp.argmax(logits[:, -1] + begin, axis=-1).astype(jnp.int32)
+        if valid is not None:
+            first = jnp.where(valid, first, eot)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)
         done = first == eot
 

@@ -167,9 +167,9 @@ class Transcriber:
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
         self._replicated, self._rows = replicated, rows
 
-        def run(weights, audio, lengths):
-            params, state = weights
-            return decoder(params, log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding), state)
+        def run(weights, audio, lengths):  # rows of length 0 pad the batch: not decoded
+            mel = log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding)
+            return decoder(weights[0], mel, weights[1], valid=lengths > 0)
 
         self._run = self._per_device(run)
         self.set_params(model.params)

@@ -113,3 +113,18 @@ def test_a_prefix_that_fills_the_context_is_an_error():
 
 def test_strip_tokens():
     assert strip_tokens(np.array([[4, 5, 9, 9], [9, 1, 9, 9], [1, 2, 3, 4]]), 9) == [[4, 5], [], [1, 2, 3, 4]]
+
+
+def test_padding_rows_decode_nothing_and_leave_the_others_unchanged(model, eot):
+    """`valid` False rows give only `eot`, the others what they give alone; the encoder runs
+    under a `cond` on `valid` (skipped for padding rows), and only when `valid` is given."""
+    params, mel, _ = model
+    decode = make_greedy_decoder(CFG, DecodeOptions(PREFIX, eot, SUPPRESS, BEGIN))
+    want = reference_greedy(model, eot)
+    garbage = mel.copy()
+    garbage[1] = np.nan  # a row that is read would spread NaN into its tokens' argmax
+    got = np.asarray(decode(params, garbage, valid=np.array([True, False, True])))
+    np.testing.assert_array_equal(got[[0, 2]], want[[0, 2]])
+    assert (got[1] == eot).all()
+    assert " cond[" in str(jax.make_jaxpr(decode)(params, mel, valid=np.ones(3, bool)))
+    assert " cond[" not in str(jax.make_jaxpr(decode)(params, mel))

@@ -55,6 +55,12 @@ def fw_segments(model, audio, without_timestamps: bool):
     return [(round(s.start, 2), round(s.end, 2), s.text.strip(), s.text) for s in segments]
 
 
+@pytest.fixture(scope="module")
+def fw_long_form(recordings, fw_model):
+    """faster-whisper's long-form segments (with timestamps) of both recordings."""
+    return [fw_segments(fw_model, r.audio, without_timestamps=False) for r in recordings]
+
+
 def ours(tiny_en, recordings, mode):
     t = Transcriber(tiny_en, batch_size=2, long_form=mode)
     results = dict(t.decode_results(enumerate(r.audio for r in recordings)))
@@ -70,10 +76,10 @@ def test_windows_mode_matches_faster_whisper_exactly(tiny_en, recordings, fw_mod
 
 
 def test_sequential_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(
-    tiny_en, recordings, fw_model, tmp_path
+    tiny_en, recordings, fw_long_form, tmp_path
 ):
     """Through `Transcriber.transcribe` with `timestamps`: the JSONL records' segments."""
-    theirs = [fw_segments(fw_model, r.audio, without_timestamps=False) for r in recordings]
+    theirs = fw_long_form
     utterances = []
     for k, r in enumerate(recordings):  # both recordings are "long_000" of their own group
         sf.write(tmp_path / f"rec{k}.wav", r.audio, 16000, subtype="FLOAT")
@@ -100,7 +106,7 @@ def test_sequential_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(
         assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(segments, segments[1:]))
 
 
-def test_chunked_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(tiny_en, recordings, fw_model):
+def test_chunked_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(tiny_en, recordings, fw_long_form):
     """Chunks cut at pauses, each sought by timestamps: both recordings' chunks in batches of 4.
 
     A different algorithm from faster-whisper's: each chunk is decoded without the audio
@@ -109,7 +115,7 @@ def test_chunked_mode_is_as_good_as_faster_whisper_and_loses_no_stretch(tiny_en,
     hold is that no stretch of speech is lost or repeated; the WER bound allows those
     recognition differences (2 points, 7 words here), not a dropped sentence (10+ words).
     """
-    theirs = [fw_segments(fw_model, r.audio, without_timestamps=False) for r in recordings]
+    theirs = fw_long_form
     t = Transcriber(tiny_en, batch_size=4, long_form="chunked")
     results = dict(t.decode_results(enumerate(r.audio for r in recordings)))
     mine = [t.text(results[i]) for i in range(len(recordings))]
