@@ -18,34 +18,19 @@ hits all of them alike. Prints the CPU model, its bf16 flags and the JAX version
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.models.weights.resolve import resolve_model
 from jaxwhisper.models.whisper import Whisper
 
 BF16 = jnp.bfloat16
 _DIMS = (((1,), (0,)), ((), ()))
-
-
-def cpu_description() -> str:
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-    return f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of ' + ', '.join(wanted)}"
 
 
 def min_times(fns: dict, repeats: int) -> dict:
@@ -126,7 +111,7 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
-    print(f"cpu: {cpu_description()}")
+    print(describe())
     print(f"jax {jax.__version__}, devices {jax.devices()}")
 
     rows = args.batch * 1500

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import jax
+from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.config import OptimizerConfig
 from jaxwhisper.data.batches import BatchConfig
@@ -40,6 +41,7 @@ SHARED = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
 
 
 def main():
+    print(describe())
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--manifest", default=str(SHARED if SHARED.exists() else REPO / "data/fixture/manifest.jsonl")

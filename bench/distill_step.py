@@ -29,6 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.config import OptimizerConfig
 from jaxwhisper.data.batches import BatchConfig
@@ -237,6 +238,7 @@ def main():
         f"{jax.devices()[0].platform} x{jax.device_count()}; torch {torch.__version__} "
         f"({os.cpu_count()} threads); transformers {transformers.__version__}"
     )
+    print(describe())
     check_same_loss(args)
     # Each system runs alone in a fresh process (two frameworks' thread pools and heaps in one
     # process slow each other down), alternating over rounds so that drift hits all alike.

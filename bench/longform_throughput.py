@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
+
+from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.evaluation.longform_sets import join_clips, longest_deleted_run
@@ -37,16 +38,6 @@ from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_faster_whisper(recordings, compute_type: str, threads: int) -> tuple[list[str], float]:
@@ -106,7 +97,7 @@ def main():
     refs = [r.text for r in recordings]
     lengths = [round(r.duration_s) for r in recordings]
     print(f"data: {args.manifest}: {len(recordings)} recordings of {lengths} s", flush=True)
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()}", flush=True)
+    print(describe(), flush=True)
 
     def report(name, texts, wall):
         w = word_error_rate(refs, texts)

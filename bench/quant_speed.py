@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import jax
+from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.data.eval_sets import load_eval_set
 from jaxwhisper.evaluation.wer import word_error_rate
@@ -68,6 +69,7 @@ def main():
         ),
     }
     small, big = int8.serialized_size(kernels, model.params)
+    print(describe())
     print(f"tiny.en, {len(data.clips)} clips ({data.audio_s:.0f} s), batch {args.batch}, {jax.devices()[0]}")
     print("\n| system | wall s | audio-s/s | vs float32 | WER % | weights on disk MB | decode temp MB |")
     print("|---|---|---|---|---|---|---|")

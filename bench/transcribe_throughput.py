@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.data.features import N_SAMPLES
@@ -99,7 +99,7 @@ def main():
     audio_s = sum(c.shape[0] for c in clips) / 16000
     refs = [u.text or "" for u in rows]
     print(f"data: {args.manifest}: {len(clips)} clips, {audio_s:.1f} s of audio")
-    print(f"devices: {jax.devices()}; cpu count {os.cpu_count()}")
+    print(describe())
 
     model = resolve_model("tiny.en")
     t = Transcriber(model, batch_size=args.batch_size)
