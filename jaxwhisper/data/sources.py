@@ -33,7 +33,7 @@ from jaxwhisper.data.examples import DataSpecError, PackedExample, RawExample, S
 from jaxwhisper.data.hub_sources import HFSource, load_hf
 from jaxwhisper.data.labels import read_labels
 from jaxwhisper.data.local_sources import read_audiofolder, read_jsonl
-from jaxwhisper.data.packing import pack_groups, row_duration
+from jaxwhisper.data.packing import TextBudget, pack_groups, row_duration
 
 
 class PseudoLabeledSource(Source):
@@ -79,17 +79,19 @@ class PackedSource(Source):
     streaming base is packed by the same rule as it is read).
     """
 
-    def __init__(self, base: Source, max_audio_s: float):
+    def __init__(self, base: Source, max_audio_s: float, text_budget: Optional[TextBudget] = None):
         if not 0 < max_audio_s <= 30:
             raise DataSpecError(f"{base.name}: pack={max_audio_s:g} must be in (0, 30] seconds")
         self.base, self.max_audio_s, self.streaming = base, max_audio_s, base.streaming
+        self.text_budget = text_budget
         self.name = f"{base.name}+pack{max_audio_s:g}s"
         # A streaming base is packed as it is read (`streams.PackingStream`).
-        self.groups = (
-            None
-            if base.streaming
-            else pack_groups([row_duration(base[i]) for i in range(len(base))], max_audio_s)
-        )
+        self.groups = None
+        if not base.streaming:
+            rows = [base[i] for i in range(len(base))]
+            costs = [text_budget.count(r.text or "") for r in rows] if text_budget else None
+            budget = text_budget.max_tokens if text_budget else None
+            self.groups = pack_groups([row_duration(r) for r in rows], max_audio_s, costs, budget)
 
     def __len__(self) -> int:
         if self.streaming:
@@ -112,12 +114,13 @@ def _int_opt(spec: str, opts: dict, key: str) -> int:
     return value
 
 
-def parse_spec(spec: str) -> Source:
+def parse_spec(spec: str, text_budget: Optional[TextBudget] = None) -> Source:
     """Turns a data spec string (module docstring) into a Source.
 
     Every kind also takes `pseudo_labels=DIR[&max_wer=W]`: texts replaced by the teacher's
-    pseudo-labels written to DIR, rows over W percent WER dropped; and map-style kinds take
-    `pack=SECONDS`: consecutive rows packed into windows (after the pseudo-labels).
+    pseudo-labels written to DIR, rows over W percent WER dropped; and `pack=SECONDS`:
+    consecutive rows packed into windows (after the pseudo-labels), each window's text
+    within `text_budget` when one is given (training: the label positions of a row).
     """
     source = _parse_base(spec)
     opts = {k: v[-1] for k, v in urllib.parse.parse_qs(spec.partition("?")[2]).items()}
@@ -129,7 +132,7 @@ def parse_spec(spec: str) -> Source:
             seconds = float(opts["pack"])
         except ValueError:
             raise DataSpecError(f"{spec}: pack={opts['pack']!r} is not a number of seconds") from None
-        source = PackedSource(source, seconds)
+        source = PackedSource(source, seconds, text_budget)
     return source
 
 

@@ -217,8 +217,8 @@ class PackingStream(Stream):
     of a pass ends a window, as the end of a map-style source does.
     """
 
-    def __init__(self, base, max_audio_s: float):
-        self.base, self.max_audio_s = base, max_audio_s
+    def __init__(self, base, max_audio_s: float, text_budget=None):
+        self.base, self.max_audio_s, self.text_budget = base, max_audio_s, text_budget
         self._pending, self._pending_state = None, None
 
     def load(self, state: dict):
@@ -230,7 +230,8 @@ class PackingStream(Stream):
 
     def pull(self) -> Optional[PackedExample]:
         members = []
-        packer = GreedyPacker(self.max_audio_s)
+        budget = self.text_budget
+        packer = GreedyPacker(self.max_audio_s, budget.max_tokens if budget else None)
         while True:
             if self._pending is None:
                 self._pending_state = self.base.state()
@@ -240,13 +241,14 @@ class PackingStream(Stream):
                         self._pending_state, self._pending = self.base.state(), "end"
                         break
                     return None
-                self._pending = (raw, row_duration(raw))
+                cost = budget.count(raw.text or "") if budget else 0
+                self._pending = (raw, row_duration(raw), cost)
             if self._pending == "end":
                 self._pending = None
                 return None
 
-            raw, d = self._pending
-            close_before, alone = packer.add(d)
+            raw, d, cost = self._pending
+            close_before, alone = packer.add(d, cost)
             if close_before:
                 break
             members.append(raw)
@@ -259,7 +261,8 @@ class PackingStream(Stream):
 def open_stream(src: Source, process_index: int, process_count: int, seed: int):
     """This host's stream of `src`'s rows (windows, for a packed source), resumable."""
     if isinstance(src, PackedSource) and src.streaming:
-        return PackingStream(open_stream(src.base, process_index, process_count, seed), src.max_audio_s)
+        base = open_stream(src.base, process_index, process_count, seed)
+        return PackingStream(base, src.max_audio_s, src.text_budget)
     if isinstance(src, PseudoLabeledSource) and src.streaming:
         return MappedStream(open_stream(src.base, process_index, process_count, seed), src.convert)
     if isinstance(src, HFSource) and src.streaming:

@@ -27,6 +27,7 @@ from jaxwhisper import distributed
 from jaxwhisper.config import ConfigError, TrainConfig, to_dict
 from jaxwhisper.data.batches import BatchConfig, trim_label_positions, used_label_positions
 from jaxwhisper.data.features import HOP, log_mel_batch
+from jaxwhisper.data.packing import TextBudget
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.streaming import StreamLoader, make_loader
 from jaxwhisper.data.validation import ValidationConfig
@@ -208,7 +209,9 @@ def train_and_evaluate(
         state = jax.jit(lambda p: init_state(p, tx), out_shardings=state_sh)(s_params)
         start = 0
 
-    sources = [parse_spec(s) for s in cfg.data.train]
+    # Packed windows close before their text would overflow a row's label positions.
+    budget = TextBudget.of(tok.encode, cfg.data.max_label_len - len(tok.prefix))
+    sources = [parse_spec(s, budget) for s in cfg.data.train]
     loader = make_loader(
         sources,
         # Rows as wide as the teacher's window (30 s for Whisper; the student inherits it).
