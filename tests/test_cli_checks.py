@@ -26,6 +26,10 @@ def d(tmp_path, fixture_manifest):
     rows[1]["id"] = "a"
     (tmp_path / "dup.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "afile").write_text("x\n")
+    (tmp_path / "other").mkdir()  # another set whose file has the same name
+    shutil.copy(tmp_path / "m.jsonl", tmp_path / "other" / "m.jsonl")
+    for clip in ("mfa__falsetto", "mfa__whisper"):
+        shutil.copy(tmp_path / f"{clip}.flac", tmp_path / "other" / f"{clip}.flac")
     return tmp_path
 
 
@@ -86,8 +90,9 @@ def test_an_input_manifest_as_output_is_refused(d, no_model, capsys, command):
             "none.json: no such file",
         ),
         (["--output", "{d}/r.json", "--data", "{d}/dup.jsonl"], "duplicate id 'a' in rows"),
+        (["--output", "{d}/r.json", "--data", "{d}/other/m.jsonl"], "are both named 'm'"),
     ],
-    ids=["parent-is-a-file", "a-folder", "no-calibration", "no-ranges", "duplicate-ids"],
+    ids=["parent-is-a-file", "a-folder", "no-calibration", "no-ranges", "duplicate-ids", "same-names"],
 )
 def test_evaluate_checks_outputs_and_inputs_before_loading(d, no_model, capsys, extra, named):
     args = ["evaluate", "--data", str(d / "m.jsonl"), *(a.format(d=d) for a in extra)]

@@ -135,6 +135,23 @@ def _id_origins(source: Source) -> Optional[Iterable[tuple[str, str]]]:
     return ((r.id, r.origin) for r in source if not r.error)
 
 
+def check_unique_names(specs, sources) -> None:
+    """Refuses evaluation sets that share a name: results, metrics and hypothesis files are
+    keyed by it, so the second set's would replace the first's.
+
+    Raises:
+      DataSpecError: naming both specs and the shared name.
+    """
+    seen: dict[str, str] = {}
+    for spec, src in zip(specs, sources):
+        if src.name in seen:
+            raise DataSpecError(
+                f"{seen[src.name]} and {spec} are both named {src.name!r} (results are keyed by the "
+                "set's name): give one of them another file or folder name"
+            )
+        seen[src.name] = spec
+
+
 def check_unique_ids(source: Source) -> None:
     """Refuses a source whose rows share an id (its results would overwrite each other).
 

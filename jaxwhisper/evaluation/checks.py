@@ -14,6 +14,7 @@ from jaxwhisper.data.preflight import (
     check_output_dir,
     check_output_file,
     check_unique_ids,
+    check_unique_names,
     spec_files,
 )
 from jaxwhisper.data.sources import parse_spec
@@ -45,10 +46,12 @@ def check_evaluation(
       The parsed sources of `data`, in order (for `load_eval_set(..., source=)`).
 
     Raises:
-      ValueError: a data spec that names nothing readable, duplicate ids in a set, a
+      ValueError: a data spec that names nothing readable, two sets of one name,
+        duplicate ids in a set, a
         missing `ranges` file, or an output that is an input or cannot be written.
     """
     sources = [parse_spec(spec) for spec in data]
+    check_unique_names(data, sources)
     for src in sources:
         check_unique_ids(src)
     inputs = [f for spec in data for f in spec_files(spec)]

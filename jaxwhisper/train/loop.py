@@ -28,6 +28,7 @@ from jaxwhisper.config import ConfigError, TrainConfig, to_dict
 from jaxwhisper.data.batches import BatchConfig, trim_label_positions, used_label_positions
 from jaxwhisper.data.features import HOP, log_mel_batch
 from jaxwhisper.data.packing import TextBudget
+from jaxwhisper.data.preflight import check_unique_names
 from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.data.streaming import StreamLoader, make_loader
 from jaxwhisper.data.validation import ValidationConfig
@@ -133,6 +134,7 @@ def train_and_evaluate(
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     mesh = sharding.make_mesh(cfg.mesh_fsdp)
     cfg.batch_plan(mesh.size, jax.process_count())  # fails early when the batch does not divide
+    check_unique_names(cfg.data.eval, [parse_spec(s) for s in cfg.data.eval])  # metrics keyed by name
 
     teacher = resolve_model(cfg.teacher)
     tok = WhisperTokenizer(teacher.tokenizer_dir, teacher.config.is_multilingual)

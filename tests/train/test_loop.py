@@ -21,7 +21,7 @@ from jaxwhisper.data.sources import parse_spec
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.resolve import bundled_model_files
 from jaxwhisper.models.whisper import init_params
-from jaxwhisper.train import sharding
+from jaxwhisper.train import loop, sharding
 from jaxwhisper.train.step import make_loss_fn
 from jaxwhisper.train.student import make_student
 
@@ -289,3 +289,18 @@ def test_frozen_encoder_with_cache_and_packing(manifest, tmp_path):
     assert any("gate" in str(k) for k in jax.tree_util.tree_flatten_with_path(student.params["decoder"])[0])
     drops = json.loads((tmp_path / "cached" / "data_drops.json").read_text())
     assert drops["seen"] > 4 * 8  # members of packed windows count one by one
+
+
+def test_two_validation_sets_of_one_name_are_refused_before_loading(tmp_path, manifest, monkeypatch):
+    """`eval/wer/NAME` would hold only the second set's WER."""
+    other = tmp_path / "other" / manifest.name
+    other.parent.mkdir()
+    other.write_text(manifest.read_text())  # its audio paths are absolute
+
+    def no_teacher(*a, **k):
+        raise AssertionError("the teacher was loaded before the validation sets were checked")
+
+    monkeypatch.setattr(loop, "resolve_model", no_teacher)
+    cfg = _config("unused", manifest, data={"train": [str(manifest)], "eval": [str(manifest), str(other)]})
+    with pytest.raises(ValueError, match="are both named 'train'"):
+        loop.train_and_evaluate(cfg, tmp_path / "run")
