@@ -46,9 +46,9 @@ def check_evaluation(
       The parsed sources of `data`, in order (for `load_eval_set(..., source=)`).
 
     Raises:
-      ValueError: a data spec that names nothing readable, two sets of one name,
-        duplicate ids in a set, a
-        missing `ranges` file, or an output that is an input or cannot be written.
+      ValueError: a data spec that names nothing readable, two sets of one name, duplicate
+        ids in a set, a missing `ranges` file, or an output that is an input or cannot be
+        written.
     """
     sources = [parse_spec(spec) for spec in data]
     check_unique_names(data, sources)

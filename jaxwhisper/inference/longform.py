@@ -123,14 +123,14 @@ def quiet_cuts(
       smooth: frames of the moving average.
 
     Returns:
-      Increasing frame indices `0 = c_0 < c_1 < ... < c_k = content`; chunk i is
-      `[c_i, c_{i+1})`.
+      Frame indices `0 = c_0 < c_1 < ... < c_k = content` (`[0, 0]` for an empty recording);
+      chunk i is `[c_i, c_{i+1})`.
     """
     content = features.shape[-1] - 1
     if not 0 < min_frames <= max_frames:
         raise ValueError(f"need 0 < min_frames <= max_frames, got {min_frames}, {max_frames}")
     if content <= max_frames:
-        return [0, content] if content > 0 else [0]
+        return [0, content]
     energy = features[:, :content].mean(axis=0)
     kernel = np.ones(smooth) / smooth
     smoothed = np.convolve(
@@ -186,12 +186,10 @@ def split_by_timestamps(
 
 
 class _Chunks:
-    """The chunks of one recording in `"chunked"` mode: their first frames and the results."""
+    """The chunks of one recording in `"chunked"` mode, each a `_File` at its `offset`."""
 
-    def __init__(self, key, starts: list[int]):
-        self.key, self.starts = key, starts
-        self.remaining = len(starts)
-        self.files: list[_File] = []
+    def __init__(self, key):
+        self.key, self.files, self.remaining = key, [], 0
 
 
 class _File:
@@ -259,11 +257,11 @@ class LongformDecoder:
             files = [_File(key, features, self.options.mode)]
         else:
             cuts = quiet_cuts(features)
-            group = _Chunks(key, cuts[:-1] or [0])
+            group = _Chunks(key)
             # each chunk keeps one frame past its end, as a recording's log-mel has one
-            bounds = zip(cuts[:-1], cuts[1:]) if len(cuts) > 1 else [(0, 0)]
+            bounds = zip(cuts[:-1], cuts[1:])
             files = [_File(key, features[:, a : b + 1], "sequential", group, a) for a, b in bounds]
-            group.files = files
+            group.files, group.remaining = files, len(files)
         for f in files:
             self._queue(f)
             if f.done():
@@ -334,8 +332,8 @@ class LongformDecoder:
         g.remaining -= 1
         if g.remaining == 0:
             merged = []
-            for start, chunk in zip(g.starts, g.files):
-                offset = start * FRAME_S
+            for chunk in g.files:
+                offset = chunk.offset * FRAME_S
                 merged += [
                     dataclasses.replace(s, start=s.start + offset, end=s.end + offset)
                     for s in self._result(chunk).segments

@@ -134,7 +134,8 @@ def train_and_evaluate(
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     mesh = sharding.make_mesh(cfg.mesh_fsdp)
     cfg.batch_plan(mesh.size, jax.process_count())  # fails early when the batch does not divide
-    check_unique_names(cfg.data.eval, [parse_spec(s) for s in cfg.data.eval])  # metrics keyed by name
+    eval_sources = [parse_spec(s) for s in cfg.data.eval]
+    check_unique_names(cfg.data.eval, eval_sources)  # eval/wer/NAME metrics are keyed by name
 
     teacher = resolve_model(cfg.teacher)
     tok = WhisperTokenizer(teacher.tokenizer_dir, teacher.config.is_multilingual)
@@ -271,7 +272,9 @@ def train_and_evaluate(
             student = LoadedModel(
                 s_cfg.replace(remat=False), _host_params(state.params), teacher.tokenizer_dir, "student"
             )
-            validate = Validator(student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples)
+            validate = Validator(
+                student, cfg.data.eval, cfg.eval_batch_size, cfg.data.max_eval_examples, eval_sources
+            )
             if start == 0:  # where the copied student starts: the baseline of the curve
                 last = validate(student.params)
                 writer.write(0, last)

@@ -20,9 +20,11 @@ class Validator:
     current params. Each process decodes its share of every set; counts are summed over hosts.
     """
 
-    def __init__(self, student: LoadedModel, specs, batch_size: int, max_examples: int = 0):
+    def __init__(self, student: LoadedModel, specs, batch_size: int, max_examples: int = 0, sources=None):
         self.transcriber = Transcriber(student, batch_size=batch_size)
-        self.sets = [load_eval_set(s, max_examples, jax.process_index(), jax.process_count()) for s in specs]
+        pi, pc = jax.process_index(), jax.process_count()
+        sources = sources or [None] * len(specs)  # parsed already (checked before the run)
+        self.sets = [load_eval_set(s, max_examples, pi, pc, src) for s, src in zip(specs, sources)]
 
     def __call__(self, params) -> dict:
         self.transcriber.set_params(params)

@@ -163,7 +163,7 @@ def test_quiet_cuts_a_short_or_a_flat_recording():
     assert quiet_cuts(energy_features(np.ones(3000))) == [0, 3000]  # one window: no cut
     cuts = quiet_cuts(energy_features(np.ones(7001)))
     assert all(b - a <= 3000 for a, b in zip(cuts, cuts[1:])) and cuts[-1] == 7001
-    assert quiet_cuts(np.zeros((3, 1))) == [0]  # under one frame of content
+    assert quiet_cuts(np.zeros((3, 1))) == [0, 0]  # under one frame of content: one empty chunk
     with pytest.raises(ValueError, match="min_frames"):
         quiet_cuts(energy_features(np.ones(10)), min_frames=4000)
 
