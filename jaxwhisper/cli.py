@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("demo-corpus", help="build the CPU demo's training and evaluation manifests")
     dc.add_argument("--output", default="runs/demo/corpus")
     dc.add_argument("--tts-sentences", type=int, default=None, help="sentences to synthesize (default: all)")
+    dc.add_argument(
+        "--augment",
+        action="store_true",
+        help="other voices, rooms, noise for 3 of 4 synthesized sentences",
+    )
     dc.set_defaults(func=cmd_demo_corpus)
 
     e = sub.add_parser("evaluate", help="WER of a model (float or fake-quantized) on data specs")

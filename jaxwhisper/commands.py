@@ -174,7 +174,7 @@ def cmd_demo_corpus(args) -> int:
 
     _checked(check_output_dir, args.output, (), "--output")
     try:
-        sizes = build_demo_corpus(Path(args.output), tts_sentences=args.tts_sentences)
+        sizes = build_demo_corpus(Path(args.output), tts_sentences=args.tts_sentences, augment=args.augment)
     except RuntimeError as e:
         raise CliError(str(e)) from None
     print(

@@ -323,7 +323,12 @@ class PipelineConfig:
       must already exist.
     tts_sentences: sentences the corpus builder synthesizes (0: real speech only; needs the
       `tts` extra otherwise).
+    tts_augment: give three of four synthesized sentences another voice, a room and noise
+      (`jaxwhisper.data.augment`).
     gates: one student per gate setting ("none", "shared", "per_head").
+    seeds: empty: one student per gate with `train.seed`; else one per gate and seed, the seed
+      setting both the student's initialisation (`train.seed`) and its data order
+      (`train.data.seed`), so that the report can give the spread over seeds.
     train: the distillation config of every student (its `student.gate` is replaced).
     quant: what is quantized and where it is evaluated (teacher and students alike).
     outliers: where outlier statistics are taken.
@@ -331,7 +336,9 @@ class PipelineConfig:
 
     corpus: str = ""
     tts_sentences: int = 0
+    tts_augment: bool = False
     gates: tuple = ("none", "shared")
+    seeds: tuple = ()
     train: TrainConfig = TrainConfig(data=DataConfig(train=(_UNSET,)))
     quant: QuantRunConfig = QuantRunConfig(test=(_UNSET,), calibration=_UNSET + "-calibration")
     outliers: OutlierRunConfig = OutlierRunConfig()
@@ -342,6 +349,8 @@ class PipelineConfig:
         for gate in self.gates:
             if gate not in GATE_TYPES:
                 raise ConfigError(f"gates: {gate!r} is not one of {GATE_TYPES}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds: {list(self.seeds)} names a seed twice")
         if _UNSET in self.train.data.train:
             raise ConfigError("train.data.train is not set: name the training data specs")
         if _UNSET in self.quant.test:
@@ -349,9 +358,20 @@ class PipelineConfig:
         if not self.outliers.data:
             raise ConfigError("outliers.data is empty: name the data spec of the outlier statistics")
 
-    def student_train_config(self, gate: str) -> TrainConfig:
-        """The distillation config of the student with `gate`."""
-        return dataclasses.replace(self.train, student=dataclasses.replace(self.train.student, gate=gate))
+    def students(self) -> list[tuple[str, TrainConfig]]:
+        """(run directory name, distillation config) of every student, gate by gate."""
+        out = []
+        for gate in self.gates:
+            train = dataclasses.replace(
+                self.train, student=dataclasses.replace(self.train.student, gate=gate)
+            )
+            name = f"student_{train.student.encoder_layers}x{train.student.decoder_layers}_gate_{gate}"
+            if not self.seeds:
+                out.append((name, train))
+            for seed in self.seeds:
+                data = dataclasses.replace(train.data, seed=seed)
+                out.append((f"{name}_seed{seed}", dataclasses.replace(train, seed=seed, data=data)))
+        return out
 
 
 def _build(cls, values: Any, path: str):

@@ -67,9 +67,9 @@ def reproduce(cfg: PipelineConfig, workdir: Path) -> Path:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if cfg.corpus and not is_built(Path(cfg.corpus), cfg.tts_sentences):
+    if cfg.corpus and not is_built(Path(cfg.corpus), cfg.tts_sentences, cfg.tts_augment):
         t0 = _stage(f"training corpus -> {cfg.corpus}")
-        sizes = build_demo_corpus(Path(cfg.corpus), tts_sentences=cfg.tts_sentences)
+        sizes = build_demo_corpus(Path(cfg.corpus), tts_sentences=cfg.tts_sentences, augment=cfg.tts_augment)
         clips = f"{sizes['prompts']} real + {sizes['tts']} synthesized clips"
         _done(t0, f"{clips} ({sizes['train_s'] / 60:.1f} min)")
 
@@ -78,10 +78,8 @@ def reproduce(cfg: PipelineConfig, workdir: Path) -> Path:
     runs = [teacher_dir]
     # The students share the teacher and its data: a frozen encoder's outputs are computed once.
     encoder_cache = EncoderCache(cfg.train.encoder_cache_mb) if cfg.train.encoder_cache_mb else None
-    for gate in cfg.gates:
-        train = cfg.student_train_config(gate)
-        s = train.student
-        run_dir = workdir / f"student_{s.encoder_layers}x{s.decoder_layers}_gate_{gate}"
+    for name, train in cfg.students():
+        run_dir = workdir / name
         if not (run_dir / EXPORT).exists():
             t0 = _stage(f"{run_dir.name}: distillation from {train.teacher}, {train.total_steps} steps")
             last = train_and_evaluate(train, run_dir, shared_encoder_cache=encoder_cache)

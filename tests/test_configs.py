@@ -129,3 +129,30 @@ def test_one_total_steps_and_the_batch_plan():
     raw["optimizer"]["total_steps"] = 300
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) optimizer\.total_steps"):
         train_config_from_dict(raw)
+
+
+def test_pipeline_students_per_gate_and_seed():
+    from jaxwhisper.config import PipelineConfig, load
+
+    one = load(PipelineConfig, _raw("paper_cpu", "steps=7")).students()
+    assert [name for name, _ in one] == ["student_4x2_gate_none", "student_4x2_gate_shared"]
+    assert [t.student.gate for _, t in one] == ["none", "shared"]
+    raw = _raw("paper_cpu", "steps=7")
+    raw["seeds"] = (3, 5)
+    runs = load(PipelineConfig, raw).students()
+    assert [name for name, _ in runs] == [
+        "student_4x2_gate_none_seed3",
+        "student_4x2_gate_none_seed5",
+        "student_4x2_gate_shared_seed3",
+        "student_4x2_gate_shared_seed5",
+    ]
+    # A seed is the student's initialisation and its data order.
+    assert [(t.seed, t.data.seed, t.student.gate) for _, t in runs] == [
+        (3, 3, "none"),
+        (5, 5, "none"),
+        (3, 3, "shared"),
+        (5, 5, "shared"),
+    ]
+    raw["seeds"] = (1, 1)
+    with pytest.raises(ValueError, match="names a seed twice"):
+        load(PipelineConfig, raw)

@@ -28,6 +28,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from jaxwhisper.analysis import plots
 from jaxwhisper.evaluation.wer import normalize_text
 
@@ -70,6 +72,7 @@ def load_run(run: Path) -> dict:
             "teacher": config.get("teacher"),
             "student": f"{s.get('encoder_layers')}+{s.get('decoder_layers')}",
             "gate": s.get("gate", "none"),
+            "seed": config.get("seed"),
             "steps": last_train.get("step"),
             "loss": last_train.get("train/loss"),
             "ce": last_train.get("train/ce"),
@@ -153,6 +156,7 @@ def build_report(runs: list[Path], output: Path) -> str:
     """Writes `output` (Markdown) and its figures in `output`'s directory; returns the text."""
     loaded = [load_run(r) for r in runs]
     labels = [r["label"] for r in loaded]
+    groups = {label: [r for r in loaded if r["label"] == label] for label in dict.fromkeys(labels)}
     for r in loaded:  # two runs of one shape: tell them apart by directory
         if labels.count(r["label"]) > 1:
             r["label"] = f"{r['label']} ({r['dir'].name})"
@@ -215,6 +219,7 @@ def build_report(runs: list[Path], output: Path) -> str:
     else:
         lines.append("No run has quantization results.")
 
+    lines += _seed_table({k: g for k, g in groups.items() if len(g) > 1})
     if with_quant:
         lines += _error_table(loaded, with_quant)
     lines += _gate_table(loaded)
@@ -277,6 +282,54 @@ def build_report(runs: list[Path], output: Path) -> str:
     text = "\n".join(lines) + "\n"
     output.write_text(text)
     return text
+
+
+def _spread(values: list) -> str:
+    """mean ± sample standard deviation (min-max) of the values that exist."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return "—"
+    if len(v) == 1:
+        return f"{v[0]:.2f} (one run)"
+    return f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f} ({min(v):.2f}-{max(v):.2f})"
+
+
+def _seed_table(groups: dict[str, list[dict]]) -> list[str]:
+    """Tables 1 and 2 as mean ± std over the runs of one shape and gate (seeds)."""
+    if not groups:
+        return []
+    keys = []  # (precision, test set) in order of appearance
+    for runs in groups.values():
+        for r in runs:
+            for precision, res in (r["quant"] or {}).items():
+                keys += [(precision, d) for d in res["datasets"] if (precision, d) not in keys]
+    lines = [
+        "",
+        "## Spread over seeds",
+        "",
+        "Runs of one student shape and gate, each seed its own initialisation and data order: "
+        "mean ± sample standard deviation (min-max).",
+        "",
+        "| student | gate | seeds | avg. kurtosis | max. inf. norm | "
+        + " | ".join(f"{p} WER % {d}" for p, d in keys)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(keys),
+    ]
+    for label, runs in groups.items():
+        seeds = ", ".join(str(r["train"]["seed"]) if r["train"] else "?" for r in runs)
+        summary = [(r["outliers"] or {}).get("summary", {}) for r in runs]
+        cells = [
+            _spread([s.get("avg_kurtosis") for s in summary]),
+            _spread([s.get("max_inf_norm") for s in summary]),
+        ]
+        for p, d in keys:
+            cells.append(
+                _spread(
+                    [(r["quant"] or {}).get(p, {}).get("datasets", {}).get(d, {}).get("wer") for r in runs]
+                )
+            )
+        lines.append(f"| {label} | {_gate(runs[0])} | {seeds} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _error_table(loaded: list[dict], with_quant: list[dict]) -> list[str]:

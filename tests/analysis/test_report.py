@@ -28,11 +28,11 @@ def _outliers(kurt, gates):
             "gates": g, "summary": summary, "attention_sink": sink}  # fmt: skip
 
 
-def _run(d, gate, kurt, wer):
+def _run(d, gate, kurt, wer, seed=0):
     (d / "quant").mkdir(parents=True)
     (d / "outliers").mkdir()
-    (d / "config.json").write_text(json.dumps({"teacher": "tiny.en", "student": {"encoder_layers": 2,
-                                   "decoder_layers": 2, "gate": gate}}))  # fmt: skip
+    student = {"encoder_layers": 2, "decoder_layers": 2, "gate": gate}
+    (d / "config.json").write_text(json.dumps({"teacher": "tiny.en", "seed": seed, "student": student}))
     (d / "metrics.jsonl").write_text(
         json.dumps({"step": 5, "train/loss": 1.5, "train/ce": 1.0, "train/kl": 0.5}) + "\n"
         + json.dumps({"step": 5, "eval/wer": 80.0}) + "\n"
@@ -64,6 +64,29 @@ def test_report_tables_and_figures(tmp_path):
     data = json.loads((figs / "outlier_share.json").read_text())
     assert set(data["models"]) == {"2+2 gate=none", "2+2 gate=shared"}
     assert main(["report", "--runs", str(a), str(b), "--output", str(tmp_path / "r2.md")]) == 0
+
+
+def test_spread_over_seeds(tmp_path):
+    runs = [
+        _run(tmp_path / "n0", "none", 100.0, 12.0, seed=0),
+        _run(tmp_path / "n1", "none", 110.0, 16.0, seed=1),
+        _run(tmp_path / "g0", "shared", 40.0, 11.0, seed=0),
+        _run(tmp_path / "g1", "shared", 44.0, 13.0, seed=1),
+        _run(tmp_path / "single", "per_head", 50.0, 20.0, seed=0),
+    ]
+    text = build_report(runs, tmp_path / "report.md")
+    table = text.split("## Spread over seeds")[1].split("##")[0]
+    # numpy's sample standard deviation: std([12, 16], ddof=1) = 2.83; w8a8 is float + 7.25.
+    sd = lambda a, b: np.std([a, b], ddof=1)  # noqa: E731
+    assert (
+        f"| 2+2 gate=none | no | 0, 1 | 105.00 ± {sd(100, 110):.2f} (100.00-110.00) | "
+        "3.00 ± 0.00 (3.00-3.00) | "
+        f"14.00 ± {sd(12, 16):.2f} (12.00-16.00) | 21.25 ± {sd(12, 16):.2f} (19.25-23.25) |"
+    ) in table
+    assert f"| 2+2 gate=shared | yes | 0, 1 | 42.00 ± {sd(40, 44):.2f}" in table
+    # A shape and gate with one run has no spread to show.
+    assert "per_head" not in table
+    assert "## Spread over seeds" not in build_report(runs[:1] + runs[2:3], tmp_path / "r2.md")
 
 
 def test_partial_and_bad_runs(tmp_path):
