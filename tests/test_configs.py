@@ -4,6 +4,7 @@ Students are built abstractly (shapes only) from the teacher's preset, so the pa
 large-v2 configs are checked without downloading large-v2.
 """
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -135,16 +136,16 @@ def test_pipeline_students_per_gate_and_seed():
     from jaxwhisper.config import PipelineConfig, load
 
     one = load(PipelineConfig, _raw("paper_cpu", "steps=7")).students()
-    assert [name for name, _ in one] == ["student_4x2_gate_none", "student_4x2_gate_shared"]
+    assert [name for name, _ in one] == ["student_4x3_gate_none", "student_4x3_gate_shared"]
     assert [t.student.gate for _, t in one] == ["none", "shared"]
     raw = _raw("paper_cpu", "steps=7")
     raw["seeds"] = (3, 5)
     runs = load(PipelineConfig, raw).students()
     assert [name for name, _ in runs] == [
-        "student_4x2_gate_none_seed3",
-        "student_4x2_gate_none_seed5",
-        "student_4x2_gate_shared_seed3",
-        "student_4x2_gate_shared_seed5",
+        "student_4x3_gate_none_seed3",
+        "student_4x3_gate_none_seed5",
+        "student_4x3_gate_shared_seed3",
+        "student_4x3_gate_shared_seed5",
     ]
     # A seed is the student's initialisation and its data order.
     assert [(t.seed, t.data.seed, t.student.gate) for _, t in runs] == [
@@ -156,3 +157,16 @@ def test_pipeline_students_per_gate_and_seed():
     raw["seeds"] = (1, 1)
     with pytest.raises(ValueError, match="names a seed twice"):
         load(PipelineConfig, raw)
+
+
+def test_reproduction_is_the_demo_per_seed():
+    from jaxwhisper.config import PipelineConfig, load
+
+    demo = load(PipelineConfig, _raw("paper_cpu"))
+    rep = load(PipelineConfig, _raw("reproduce_cpu"))
+    assert rep.seeds == (0, 1) and demo.seeds == ()
+    assert dataclasses.replace(rep, seeds=()) == demo
+    assert load(PipelineConfig, _raw("reproduce_cpu", "seeds=3:4:5,steps=9")).seeds == (3, 4, 5)
+    assert load(PipelineConfig, _raw("reproduce_cpu", "steps=9")).train.total_steps == 9
+    with pytest.raises(ValueError, match="unknown config argument"):
+        _raw("reproduce_cpu", "gates=none")

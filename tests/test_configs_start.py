@@ -30,6 +30,7 @@ from jaxwhisper.models.weights.resolve import bundled_model_files
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+PIPELINES = ("paper_cpu", "reproduce_cpu")
 
 
 def _raw(name: str, arg: str = "") -> dict:
@@ -134,7 +135,7 @@ def _train_configs(name: str, teacher: Path) -> list:
         cfg = load(QuantRunConfig, raw)
         _check_sources(cfg.test + (cfg.calibration,))
         return []
-    if name == "paper_cpu":
+    if name in PIPELINES:
         cfg = load(PipelineConfig, raw)
         _check_sources(cfg.quant.test + (cfg.quant.calibration, cfg.outliers.data))
         return [_small(raw["train"], teacher)]
@@ -151,7 +152,8 @@ def test_every_config_builds_its_sources_and_first_batch(name, offline, small_te
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "quant_int8"])
+# reproduce_cpu trains paper_cpu's students (tests/test_configs.py checks that they are equal).
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in ("quant_int8", "reproduce_cpu")])
 def test_every_training_config_runs_its_first_steps_and_resumes(
     name, offline, small_teacher, short_window_teacher
 ):
