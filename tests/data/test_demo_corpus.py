@@ -49,6 +49,24 @@ def test_speaking_rates_take_turns_and_files_are_named_by_their_text(tmp_path, t
     assert sf.info(other[0]["audio"]).duration < durations[0]
 
 
+def test_augmented_corpus_changes_three_voices_in_four_and_keeps_the_speaking_rate(tmp_path, tts):
+    text = "The principal said that the absentee may appear shortly."
+    plain = synthesize([text] * 4, tmp_path / "plain")
+    augmented = synthesize([text] * 4, tmp_path / "aug", augment=True)
+    # Sentence 0 is the voice as synthesized, bit for bit; the others are perturbed files.
+    np.testing.assert_array_equal(sf.read(plain[0]["audio"])[0], sf.read(augmented[0]["audio"])[0])
+    assert augmented[0]["source"] == "piper:en_US-joe-medium"
+    for p, a in zip(plain[1:], augmented[1:]):
+        assert a["source"].startswith("piper:en_US-joe-medium-v") and a["audio"] != p["audio"]
+        # A voice replayed f times faster was synthesized f times longer: the duration stays
+        # within Piper's own variation (up to 6% seen), where sentence 1's factor 1.23 alone
+        # would make it 19% shorter.
+        assert sf.info(a["audio"]).duration == pytest.approx(sf.info(p["audio"]).duration, rel=0.08)
+    sizes = build_demo_corpus(tmp_path / "c", tts_sentences=1, prompts_manifest=None, augment=True)
+    assert sizes["augment"] is True
+    assert is_built(tmp_path / "c", 1, augment=True) and not is_built(tmp_path / "c", 1)
+
+
 def test_evaluation_texts_and_clips_stay_out_of_training(tmp_path, tts):
     fixture = [json.loads(x) for x in FIXTURE.read_text().splitlines()]
     prompts = tmp_path / "prompts.jsonl"
