@@ -7,7 +7,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "jaxwhisper"
 MAX_LINES = 400
 # module name -> why it is longer than MAX_LINES
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES: dict[str, str] = {
+    "jaxwhisper.config": "the one schema of every run: its dataclasses, their cross-field rules and "
+    "the loader read together, and a second module would split the rules from their fields",
+}
 
 
 def module_files() -> dict[str, Path]:
