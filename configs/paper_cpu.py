@@ -76,7 +76,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     t.encoder_cache_mb = 2048
     t.total_steps = steps
     t.optimizer.learning_rate = 3e-4
-    # New parameters start from nothing the teacher knew: the gates learn at 1.5e-3.
+    # The gates learn at 1.5e-3: they start from nothing the teacher knew. Not settled by
+    # measurement: on a seed where the gated student looped (72.1% WER), gates at the base
+    # rate gave 41.3%, still far from the ungated 21.2% of that seed.
     t.optimizer.gate_learning_rate_multiplier = 5.0
     t.optimizer.warmup_steps = 10
     t.eval_every_steps = 0

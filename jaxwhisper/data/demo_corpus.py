@@ -11,7 +11,7 @@ config can weight them):
     IVR phrases), each at one of three speaking rates in turn. The loss is mostly the
     teacher's distribution (KL), so the synthetic voice's own errors matter little. With
     `augment`, three of every four sentences get another voice (pitch and formants scaled),
-    a room and noise (`jaxwhisper.data.augment`), so that one voice trains like many.
+    a room and noise (`jaxwhisper.data.augment`; it did not help the demo's students).
 
 Evaluation (`DIR/eval.jsonl`): the vendored real speech of `data/fixture` (59 clips, several
 speakers and sources). No evaluation clip and no evaluation text is in the training set;
@@ -31,6 +31,7 @@ import numpy as np
 import soundfile as sf
 
 from jaxwhisper.data.augment import Perturbation, perturb, sample_perturbation
+from jaxwhisper.data.features import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES, augment: bool =
             audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
             audio = perturb(audio, chunks[0].sample_rate, p)
             tmp = path.with_suffix(".tmp.flac")
-            sf.write(tmp, audio, 16000)
+            sf.write(tmp, audio, SAMPLE_RATE)
             tmp.rename(path)
         row = {"id": path.stem, "audio": str(path.resolve()), "text": text}
         rows.append({**row, "source": "piper:en_US-joe-medium" + tag})
