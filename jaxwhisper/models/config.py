@@ -34,6 +34,8 @@ class WhisperConfig:
       gate_init_std: std of the gate weights' normal initialisation.
       gated_encoder: False keeps the encoder's attention ungated whatever `gate` says (a
         student whose encoder is its teacher's, frozen: gates only in the decoder).
+      gated_cross_attention: False keeps the decoder's cross-attention ungated (gates only
+        in self-attention, the blocks of the paper's eq. 3-4).
       softmax_clip_gamma: clipped softmax lower stretch (<= 0; 0 disables).
       softmax_clip_zeta: clipped softmax upper stretch (>= 1; 1 disables).
       dtype: compute dtype ("float32" or "bfloat16"): the operands of every matmul; in
@@ -63,6 +65,7 @@ class WhisperConfig:
     param_dtype: str = "float32"
     remat: bool = False
     gated_encoder: bool = True
+    gated_cross_attention: bool = True
 
     def __post_init__(self):
         if self.gate not in GATE_TYPES:

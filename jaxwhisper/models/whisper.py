@@ -89,7 +89,8 @@ class ResidualBlock(Tapped):
         self.self_attn = MultiHeadAttention(c, causal=self.cross_attention, name="self_attn")
         if self.cross_attention:
             self.encoder_attn_layer_norm = _layer_norm(c, "encoder_attn_layer_norm")
-            self.encoder_attn = MultiHeadAttention(c, name="encoder_attn")
+            cross = c if c.gated_cross_attention else c.replace(gate="none")
+            self.encoder_attn = MultiHeadAttention(cross, name="encoder_attn")
         self.final_layer_norm = _layer_norm(c, "final_layer_norm")
         self.mlp = MLP(c, name="mlp")
 

@@ -65,8 +65,9 @@ def smoothing_groups(config: WhisperConfig) -> dict[str, list[str]]:
             ] + _gate_kernels(attn, gated)
             if cross:
                 attn = f"{block}/encoder_attn"
+                gated = config if config.gated_cross_attention else config.replace(gate="none")
                 groups[f"{block}/encoder_attn_layer_norm"] = [f"{attn}/q_proj/kernel"] + _gate_kernels(
-                    attn, config
+                    attn, gated
                 )
             groups[f"{block}/final_layer_norm"] = [f"{block}/mlp/fc1/kernel"]
     return groups

@@ -41,6 +41,19 @@ def test_preset_param_counts_match_transformers(name):
     assert _count(param_shapes(c)) == expected
 
 
+@pytest.mark.parametrize("gate", ["shared", "per_head"])
+def test_gated_cross_attention_false_gates_only_self_attention(gate):
+    names = {"gate_proj", "gate_kernel", "gate_bias"}
+    for cross in (True, False):
+        params = init_params(TINY.replace(gate=gate, gated_cross_attention=cross), jax.random.PRNGKey(0))
+        for side in ("encoder", "decoder"):
+            for i in range(2):
+                block = params[side][f"layers_{i}"]
+                assert names & set(block["self_attn"])
+                if side == "decoder":
+                    assert bool(names & set(block["encoder_attn"])) == cross
+
+
 @pytest.fixture(scope="module")
 def tiny_params():
     return init_params(TINY, jax.random.PRNGKey(0))

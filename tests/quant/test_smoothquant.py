@@ -13,10 +13,10 @@ from jaxwhisper.quant.calibrate import Calibration
 from jaxwhisper.quant.config import QuantConfig, preset
 
 
-def _cfg(gate):
+def _cfg(gate, **overrides):
     return WhisperConfig(
         n_audio_ctx=32, n_text_ctx=16, n_vocab=96, d_model=32, n_heads=4, encoder_layers=2,
-        decoder_layers=2, ffn_dim=64, gate=gate,
+        decoder_layers=2, ffn_dim=64, gate=gate, **overrides,
     )  # fmt: skip
 
 
@@ -43,9 +43,12 @@ def _batches(cfg, n=2):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("gate", ["none", "shared", "per_head"])
-def test_smoothed_model_is_the_same_function(gate):
-    cfg = _cfg(gate)
+@pytest.mark.parametrize(
+    "gate,overrides",
+    [("none", {}), ("shared", {}), ("per_head", {}), ("shared", {"gated_cross_attention": False})],
+)
+def test_smoothed_model_is_the_same_function(gate, overrides):
+    cfg = _cfg(gate, **overrides)
     params = _params(cfg)
     batches = _batches(cfg)
     scales = sq.smoothing_scales(cfg, params, sq.collect_absmax(cfg, params, batches), 0.5)
