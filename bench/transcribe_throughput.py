@@ -23,7 +23,8 @@ from machine import describe  # bench/machine.py (the script's folder is on sys.
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.data.features import N_SAMPLES
 from jaxwhisper.evaluation.wer import word_error_rate
-from jaxwhisper.inference.transcribe import Transcriber, read_manifest
+from jaxwhisper.inference.inputs import read_manifest
+from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
 from jaxwhisper.models.whisper import Whisper
 

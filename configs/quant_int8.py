@@ -38,4 +38,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.calibration_batches = 16
     c.batch_size = 8
     c.max_examples = 0
+    c.fallback = False  # True adds each model's WER with the temperature fallback
     return c

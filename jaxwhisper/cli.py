@@ -27,6 +27,15 @@ from jaxwhisper.commands import (
 from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
 
 
+def _fallback_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--temperature-fallback",
+        action="store_true",
+        help="decode a transcript that is too repetitive or unlikely again at temperatures 0.2-1.0, "
+        "best of 5 samples (faster-whisper's default; every input then goes window by window)",
+    )
+
+
 def _optional_float(text: str):
     if text.lower() == "none":
         return None
@@ -83,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--log-prob-threshold", type=_optional_float, default=-1.0)
     t.add_argument("--compression-ratio-threshold", type=_optional_float, default=2.4)
+    _fallback_arguments(t)
     t.set_defaults(func=cmd_transcribe)
 
     pl = sub.add_parser("pseudo-label", help="write the teacher's greedy transcripts of a data spec")
@@ -113,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-examples", type=int, default=0, help="first N utterances of each set (0: all)")
     e.add_argument("--output", required=True, help="results.json; hypotheses go beside it")
+    _fallback_arguments(e)
     e.set_defaults(func=cmd_evaluate)
 
     o = sub.add_parser(

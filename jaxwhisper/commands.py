@@ -57,6 +57,8 @@ def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
     from jaxwhisper.evaluation.wer import word_error_rate
+    from jaxwhisper.inference.fallback import FALLBACK_TEMPERATURES
+    from jaxwhisper.inference.inputs import InputError, read_inputs
     from jaxwhisper.inference.outputs import (
         OutputError,
         TranscriptWriter,
@@ -64,7 +66,7 @@ def cmd_transcribe(args) -> int:
         open_output,
     )
     from jaxwhisper.inference.subtitles import output_format
-    from jaxwhisper.inference.transcribe import InputError, Transcriber, read_inputs
+    from jaxwhisper.inference.transcribe import Transcriber
 
     try:
         utterances = read_inputs(args.inputs)
@@ -85,6 +87,7 @@ def cmd_transcribe(args) -> int:
         no_speech_threshold=args.no_speech_threshold,
         log_prob_threshold=args.log_prob_threshold,
         compression_ratio_threshold=args.compression_ratio_threshold,
+        temperatures=FALLBACK_TEMPERATURES if args.temperature_fallback else (0.0,),
     )
     out = sys.stdout if subtitle_dir is not None or not args.output else _checked(open_output, args.output)
     writer = TranscriptWriter(fmt, out, subtitle_dir)
@@ -243,7 +246,7 @@ def cmd_evaluate(args) -> int:
             model = quantize_model(model, qcfg, calibration)
     except ValueError as e:  # a bad data spec, an unreadable --ranges file or one without scales
         raise CliError(str(e)) from None
-    results = evaluate_model(model, sets, output, args.batch_size)
+    results = evaluate_model(model, sets, output, args.batch_size, fallback=args.temperature_fallback)
     label = results["model"] + (f" {qcfg.name}" if qcfg else "")
     print(markdown_table({label: results["datasets"]}))
     for name, r in results["datasets"].items():

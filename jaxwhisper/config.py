@@ -273,6 +273,8 @@ class QuantRunConfig:
     calibration_batches: batches of `batch_size` clips (paper: 16).
     batch_size: rows per decoding call.
     max_examples: cap per test set (0: all).
+    fallback: also evaluate every model with faster-whisper's temperature fallback (a
+      transcript too repetitive or unlikely is sampled again), reported beside greedy.
     """
 
     quantizations: tuple = ("w8a8",)
@@ -281,6 +283,7 @@ class QuantRunConfig:
     calibration_batches: int = 16
     batch_size: int = 8
     max_examples: int = 0
+    fallback: bool = False
 
     def __post_init__(self):
         for q in self.quantizations:

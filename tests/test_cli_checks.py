@@ -156,7 +156,12 @@ def test_quantize_with_no_scored_utterance_writes_null_and_fails(d, tiny_en):
     from jaxwhisper.quant.experiment import run_quantization
 
     (d / "notext.jsonl").write_text(json.dumps({"id": "a", "audio": "mfa__falsetto.flac"}) + "\n")
-    cfg = QuantRunConfig(quantizations=(), test=(str(d / "notext.jsonl"),), calibration=str(d / "m.jsonl"))
+    cfg = QuantRunConfig(
+        quantizations=(), test=(str(d / "notext.jsonl"),), calibration=str(d / "m.jsonl"), fallback=True
+    )
     with pytest.raises(ValueError, match="notext: no scored utterance"):
         run_quantization(cfg, tiny_en, d / "q")
-    assert json.loads((d / "q" / "results.json").read_text())["float"]["datasets"]["notext"]["wer"] is None
+    results = json.loads((d / "q" / "results.json").read_text())
+    assert list(results) == ["float", "float+fallback"]  # with `fallback`, each model twice
+    assert [r["decoding"] for r in results.values()] == ["greedy", "temperature fallback"]
+    assert all(r["datasets"]["notext"]["wer"] is None for r in results.values())

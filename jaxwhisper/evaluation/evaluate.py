@@ -1,4 +1,8 @@
-"""Sharded, batched greedy evaluation: WER per dataset, hypotheses on disk, a Markdown table.
+"""Sharded, batched evaluation: WER per dataset, hypotheses on disk, a Markdown table.
+
+Decoding is greedy, or greedy with faster-whisper's temperature fallback (`fallback=True`:
+a transcript that is too repetitive or too unlikely is sampled again at higher
+temperatures, see `jaxwhisper.inference.longform`), applied alike to every model.
 
 Each process reads and decodes every `process_count`-th utterance of each set (rows are
 sharded over its local devices by the Transcriber); error counts are summed over processes,
@@ -20,6 +24,7 @@ import numpy as np
 from jaxwhisper.data.eval_sets import SKIP_REASONS, EvalSet
 from jaxwhisper.evaluation.checks import hypotheses_dir
 from jaxwhisper.evaluation.wer import word_error_rate
+from jaxwhisper.inference.fallback import FALLBACK_TEMPERATURES
 from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.quant.ptq import QuantizedModel
@@ -85,20 +90,30 @@ def evaluate_model(
     output: Path,
     batch_size: int = 16,
     devices: Optional[list] = None,
+    fallback: bool = False,
 ) -> dict:
     """Evaluates `model` (float, or quantized by `jaxwhisper.quant.ptq.quantize_model`) on
     `sets`; writes `output` (results.json) and the hypotheses beside it (process 0 writes the
-    JSON; every process its hypotheses). Returns the results."""
+    JSON; every process its hypotheses). Returns the results.
+
+    `fallback` decodes with faster-whisper's temperature fallback (temperatures 0-1 by 0.2,
+    best of 5, its thresholds) instead of greedily."""
     quantized = model if isinstance(model, QuantizedModel) else None
     if quantized is not None:
         model = quantized.model
     intercept, state = (quantized.intercept, quantized.state) if quantized else (None, None)
     transcriber = Transcriber(
-        model, batch_size=batch_size, intercept=intercept, intercept_state=state, devices=devices
+        model,
+        batch_size=batch_size,
+        intercept=intercept,
+        intercept_state=state,
+        devices=devices,
+        temperatures=FALLBACK_TEMPERATURES if fallback else (0.0,),
     )
     results = {
         "model": model.source,
         "quantization": quantized.describe() if quantized else None,
+        "decoding": "temperature fallback" if fallback else "greedy",
         "datasets": {},
     }
     for data in sets:

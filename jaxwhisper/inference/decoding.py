@@ -200,23 +200,52 @@ class SegmentOptions:
     max_new_tokens: int = 224
 
 
+def sample_tokens(logits: jax.Array, temperature: jax.Array, seed: jax.Array, step) -> jax.Array:
+    """One token per row drawn from `softmax(logits / temperature)`.
+
+    Each row's draw depends only on its own (seed, step), not on the batch it shares, so a
+    window samples the same tokens in any batch and on any device.
+
+    Args:
+      logits: [batch, vocab] f32, -inf where a token is not allowed.
+      temperature: [batch] f32 > 0.
+      seed: [batch] int32.
+      step: the decoding step (int32 scalar).
+
+    Returns:
+      [batch] int32 token ids.
+    """
+
+    def row(logits, temperature, seed):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+        return jax.random.categorical(key, logits / temperature)
+
+    return jax.vmap(row)(logits, temperature, seed).astype(jnp.int32)
+
+
 def make_segment_decoder(
     config: WhisperConfig, options: SegmentOptions, intercept: Optional[Intercept] = None
 ) -> Callable:
-    """Returns `decode(params, mel, valid, state=None) -> (tokens, sum_logprob, no_speech_prob)`,
-    jitted; `intercept(state)` as in `make_greedy_decoder`.
+    """Returns `decode(params, mel, valid, state=None, temperature=None, seed=None) ->
+    (tokens, sum_logprob, no_speech_prob)`, jitted; `intercept(state)` as in
+    `make_greedy_decoder`.
 
     The same greedy loop as `make_greedy_decoder` plus, per row, the sum of the log-probs
     of the chosen tokens (end-of-text included, after every suppression: what OpenAI and
     CTranslate2 average into `avg_logprob`) and the no-speech probability (softmax of the
     raw logits at the sot position). With `options.timestamps` the timestamp rules
-    (`timestamp_rules.py`) filter every step.
+    (`timestamp_rules.py`) filter every step. Rows with a temperature above 0 sample each
+    token from the filtered logits divided by it (`sample_tokens`), the draw of the
+    temperature fallback; their log-probs are those of the unscaled logits, as OpenAI's
+    decoder sums them.
 
     Args (of the returned function):
       params: Whisper params.
       mel: features [batch, n_mels, 3000].
       valid: [batch] bool, False for padding rows (the tail of a long-form run has fewer
         live files than rows): they decode nothing.
+      temperature: optional [batch] f32; 0 decodes the row greedily (the default).
+      seed: [batch] int32, the rows' random streams (with `temperature`).
 
     Returns (of the returned function):
       tokens [batch, max_new_tokens] int32 (`eot` from the first end-of-text on),
@@ -234,22 +263,31 @@ def make_segment_decoder(
     eot = options.eot
     sot_index = 0  # the prefix starts with sot: no previous-text prompt here
 
-    def decode(params, mel, valid, state=None):
+    def decode(params, mel, valid, state=None, temperature=None, seed=None):
         with _intercepted(intercept, state):
-            return _decode(params, mel, valid)
+            return _decode(params, mel, valid, temperature, seed)
 
-    def pick(logits, done):
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
-        nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        lp = jnp.take_along_axis(log_probs, nxt[:, None], axis=-1)[:, 0]
-        return jnp.where(done, eot, nxt), jnp.where(done, 0.0, lp)
-
-    def _decode(params, mel, valid):
+    def _decode(params, mel, valid, temperature, seed):
         variables = {"params": params}
         batch = mel.shape[0]
+
+        def pick(logits, done, step):
+            log_probs = jax.nn.log_softmax(logits, axis=-1)
+            nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            if temperature is not None:
+                # Greedy rows keep their argmax; the random draw runs only when a row samples.
+                sampled = jax.lax.cond(
+                    jnp.any(temperature > 0),
+                    lambda: sample_tokens(logits, jnp.maximum(temperature, 1e-6), seed, step),
+                    lambda: nxt,
+                )
+                nxt = jnp.where(temperature > 0, sampled, nxt)
+            lp = jnp.take_along_axis(log_probs, nxt[:, None], axis=-1)[:, 0]
+            return jnp.where(done, eot, nxt), jnp.where(done, 0.0, lp)
+
         cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, valid)
         no_speech = jax.nn.softmax(logits[:, sot_index].astype(jnp.float32), axis=-1)[:, options.no_speech]
-        first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid)
+        first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid, 0)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)
         last_ts = jnp.where(first >= ts.begin, first, -1) if ts is not None else jnp.full((batch,), -1)
 
@@ -265,7 +303,7 @@ def make_segment_decoder(
             logits = logits[:, 0].astype(jnp.float32) + suppress
             if ts is not None:
                 logits = apply_timestamp_rules(logits, last, penultimate, last_ts, ts)
-            nxt, lp = pick(logits, done)
+            nxt, lp = pick(logits, done, step)
             out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, step))
             if ts is not None:
                 last_ts = jnp.where(~done & (nxt >= ts.begin), nxt, last_ts)

@@ -22,10 +22,13 @@ are faster-whisper's (`WhisperModel.generate_segments`):
   rather than inside words. The price: Whisper sees each chunk without the audio before it.
 
 Options as faster-whisper's: a window is skipped as silence when its no-speech probability
-exceeds `no_speech_threshold` unless its average log-prob exceeds `log_prob_threshold`. With
-greedy decoding only, a compression ratio above `compression_ratio_threshold` (a repetition
-loop) cannot trigger faster-whisper's temperature fallback: the window is kept and logged, as
-faster-whisper keeps it at temperature 0.
+exceeds `no_speech_threshold` unless its average log-prob exceeds `log_prob_threshold`.
+
+Temperature fallback (`fallback.py`), when `temperatures` lists more than one: a window that
+fails faster-whisper's checks is decoded again at the next temperature (`best_of` samples,
+seeded per file, window, attempt and sample, so independent of the batch) in its file's
+place. With the default `temperatures=(0.0,)` decoding is greedy and a repetitive window is
+kept and logged, as faster-whisper keeps it at temperature 0.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from jaxwhisper.data.features import HOP, N_FRAMES, SAMPLE_RATE, log_mel_recording
+from jaxwhisper.inference.chunking import quiet_cuts
+from jaxwhisper.inference.fallback import Decoded, compression_ratio, fallback_choice, needs_fallback
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,9 @@ INPUT_STRIDE = 2  # mel frames per encoder position (one timestamp step)
 class Segment:
     """A stretch of a recording and its text tokens (timestamps removed on output).
 
-    `avg_logprob`, `no_speech_prob` and `compression_ratio` describe the window it came from.
+    `avg_logprob`, `no_speech_prob` and `compression_ratio` describe the window's decoding
+    it came from; `temperature` is the window's last temperature tried (faster-whisper's:
+    when every one fails, the kept decoding may come from an earlier one).
     """
 
     start: float
@@ -61,6 +68,7 @@ class Segment:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     compression_ratio: float = 0.0
+    temperature: float = 0.0
 
 
 @dataclasses.dataclass
@@ -76,22 +84,33 @@ class LongformResult:
 
 @dataclasses.dataclass(frozen=True)
 class LongformOptions:
-    """Long-form settings (faster-whisper's defaults, greedy, no previous-text prompt)."""
+    """Long-form settings (faster-whisper's defaults, no previous-text prompt).
+
+    Attributes:
+      mode: "sequential", "windows" or "chunked" (see the module docstring).
+      no_speech_threshold, log_prob_threshold, compression_ratio_threshold: faster-whisper's
+        checks (None turns one off).
+      temperatures: decoding temperatures tried in order (0 is greedy); one entry turns the
+        fallback off. `FALLBACK_TEMPERATURES` is faster-whisper's default.
+      best_of: samples drawn at a temperature above 0.
+      seed: seeds the samples.
+    """
 
     mode: str = "sequential"
     no_speech_threshold: Optional[float] = 0.6
     log_prob_threshold: Optional[float] = -1.0
     compression_ratio_threshold: Optional[float] = 2.4
+    temperatures: tuple[float, ...] = (0.0,)
+    best_of: int = 5
+    seed: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"long-form mode must be one of {MODES}, got {self.mode!r}")
-
-
-def compression_ratio(text: str) -> float:
-    """Bytes over zlib-compressed bytes of `text` (OpenAI's repetition measure)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be a non-empty list of values >= 0, got {self.temperatures}")
+        if self.best_of < 1:
+            raise ValueError(f"best_of must be at least 1, got {self.best_of}")
 
 
 def window_features(features: np.ndarray, seek: int) -> tuple[np.ndarray, int]:
@@ -105,42 +124,6 @@ def window_features(features: np.ndarray, seek: int) -> tuple[np.ndarray, int]:
     mel = np.zeros((features.shape[0], N_FRAMES), np.float32)
     mel[:, :size] = features[:, seek : seek + size]
     return mel, size
-
-
-def quiet_cuts(
-    features: np.ndarray, max_frames: int = N_FRAMES, min_frames: int = 2000, smooth: int = 20
-) -> list[int]:
-    """Frames at which to cut a recording into chunks of at most `max_frames` content frames.
-
-    Each chunk ends at the quietest frame of the stretch `[start + min_frames, start +
-    max_frames]`: the lowest mean log-mel over the mel bins, averaged over `smooth` frames
-    (0.2 s) so that a short gap between two syllables does not beat a pause between sentences.
-
-    Args:
-      features: log-mel [n_mels, content frames + 1] (`log_mel_recording`).
-      max_frames: longest chunk (3000 = one 30 s window).
-      min_frames: shortest chunk other than the last.
-      smooth: frames of the moving average.
-
-    Returns:
-      Frame indices `0 = c_0 < c_1 < ... < c_k = content` (`[0, 0]` for an empty recording);
-      chunk i is `[c_i, c_{i+1})`.
-    """
-    content = features.shape[-1] - 1
-    if not 0 < min_frames <= max_frames:
-        raise ValueError(f"need 0 < min_frames <= max_frames, got {min_frames}, {max_frames}")
-    if content <= max_frames:
-        return [0, content]
-    energy = features[:, :content].mean(axis=0)
-    kernel = np.ones(smooth) / smooth
-    smoothed = np.convolve(
-        np.pad(energy, (smooth // 2, smooth - 1 - smooth // 2), mode="edge"), kernel, "valid"
-    )
-    cuts = [0]
-    while content - cuts[-1] > max_frames:
-        lo, hi = cuts[-1] + min_frames, cuts[-1] + max_frames
-        cuts.append(lo + int(np.argmin(smoothed[lo : hi + 1])))
-    return cuts + [content]
 
 
 def split_by_timestamps(
@@ -198,6 +181,7 @@ class _File:
     ):
         self.key = key
         self.group, self.offset = group, offset  # offset: the chunk's first frame in its recording
+        self.index = 0  # the recording's place in the decoder's input (seeds its samples)
         self.features = features
         self.content = features.shape[-1] - 1
         self.mode = mode
@@ -216,13 +200,25 @@ class _File:
         return [s for k in sorted(self.results) for s in self.results[k]]
 
 
+class _Window:
+    """A window of a file being decoded: its attempt (index into the temperatures) and the
+    samples of that attempt received so far."""
+
+    def __init__(self, file: _File, seek: int):
+        self.file, self.seek = file, seek
+        self.size = min(N_FRAMES, file.content - seek)
+        self.attempt = 0
+        self.samples: list[Decoded] = []
+        self.tried: list[Decoded] = []
+
+
 class LongformDecoder:
     """Feeds files' windows to a batched decoder and turns its output into segments.
 
     Args:
-      run: `run(mel [batch, n_mels, 3000] f32, valid [batch] bool) -> (tokens, sum_logprob,
-        no_speech_prob)`, dispatched asynchronously (device arrays; read when the batch is
-        finished).
+      run: `run(mel [batch, n_mels, 3000] f32, valid [batch] bool, temperature [batch] f32,
+        seed [batch] int32) -> (tokens, sum_logprob, no_speech_prob)`, dispatched
+        asynchronously (device arrays; read when the batch is finished).
       batch_size: rows per call; partial batches are padded with zeros (`valid` False).
       n_mels: mel bins of the model.
       eot, timestamp_begin: ids.
@@ -243,9 +239,10 @@ class LongformDecoder:
         self.run, self.batch_size, self.n_mels = run, batch_size, n_mels
         self.eot, self.timestamp_begin, self.decode_text = eot, timestamp_begin, decode_text
         self.options = options
-        self.ready: collections.deque = collections.deque()  # (file, seek) rows to decode
+        self.ready: collections.deque = collections.deque()  # (window, sample) rows to decode
         self.in_flight = None
         self.finished: list[_File] = []  # files with no window at all (under 10 ms)
+        self._files = 0  # files added so far: each file's index seeds its samples
 
     def add(self, key, audio: np.ndarray) -> None:
         """Queues a recording (mono 16 kHz samples [n_samples])."""
@@ -253,6 +250,7 @@ class LongformDecoder:
 
     def add_features(self, key, features: np.ndarray) -> None:
         """Queues a recording by its log-mel [n_mels, content frames + 1] (`log_mel_recording`)."""
+        self._files += 1
         if self.options.mode != "chunked":
             files = [_File(key, features, self.options.mode)]
         else:
@@ -263,18 +261,34 @@ class LongformDecoder:
             files = [_File(key, features[:, a : b + 1], "sequential", group, a) for a, b in bounds]
             group.files, group.remaining = files, len(files)
         for f in files:
+            f.index = self._files
             self._queue(f)
             if f.done():
                 self.finished.append(f)
 
     def _queue(self, f: _File) -> None:
         if f.mode == "windows":
-            self.ready.extend((f, s) for s in f.pending)
+            for seek in f.pending:
+                self._queue_attempt(_Window(f, seek))
             f.in_flight += len(f.pending)
             f.pending = []
         elif f.seek < f.content:
-            self.ready.append((f, f.seek))
+            self._queue_attempt(_Window(f, f.seek))
             f.in_flight += 1
+
+    def _temperature(self, w: _Window) -> float:
+        return self.options.temperatures[w.attempt]
+
+    def _queue_attempt(self, w: _Window) -> None:
+        """Queues the rows of the window's current attempt: one greedy, or `best_of` samples."""
+        n = self.options.best_of if self._temperature(w) > 0 else 1
+        self.ready.extend((w, j) for j in range(n))
+
+    def _seed(self, w: _Window, sample: int) -> int:
+        # A function of where the row is in the input, not of the batch it lands in.
+        f = w.file
+        data = f"{self.options.seed}/{f.index}/{f.offset}/{w.seek}/{w.attempt}/{sample}".encode()
+        return zlib.crc32(data) & 0x7FFFFFFF
 
     def pump(self, final: bool = False) -> Iterator[tuple[object, LongformResult]]:
         """Dispatches full batches (all remaining rows when `final`); yields finished files."""
@@ -295,33 +309,52 @@ class LongformDecoder:
     def _dispatch(self):
         rows = [self.ready.popleft() for _ in range(min(self.batch_size, len(self.ready)))]
         mel = np.zeros((self.batch_size, self.n_mels, N_FRAMES), np.float32)
-        sizes = []
-        for i, (f, seek) in enumerate(rows):
-            mel[i], size = window_features(f.features, seek)
-            sizes.append(size)
+        temperature = np.zeros((self.batch_size,), np.float32)
+        seed = np.zeros((self.batch_size,), np.int32)
+        for i, (w, j) in enumerate(rows):
+            mel[i] = window_features(w.file.features, w.seek)[0]
+            temperature[i], seed[i] = self._temperature(w), self._seed(w, j)
         valid = np.arange(self.batch_size) < len(rows)
-        flight = (self.run(mel, valid), rows, sizes)
+        flight = (self.run(mel, valid, temperature, seed), rows)
         previous, self.in_flight = self.in_flight, flight
         if previous is not None:
             yield from self._finish(previous)
 
     def _finish(self, flight):
-        (tokens, sum_lp, no_speech), rows, sizes = flight
+        (tokens, sum_lp, no_speech), rows = flight
         tokens, sum_lp, no_speech = np.asarray(tokens), np.asarray(sum_lp), np.asarray(no_speech)
-        for i, ((f, seek), size) in enumerate(zip(rows, sizes)):
-            f.in_flight -= 1
+        for i, (w, _) in enumerate(rows):
             row = tokens[i].tolist()
             ids = row[: row.index(self.eot)] if self.eot in row else row
-            f.results[seek], next_seek = self._segments(
-                f, ids, float(sum_lp[i]), float(no_speech[i]), seek, size
-            )
-            if f.mode == "sequential":
-                # A last complete pair at the window's first frame would decode the same
-                # window forever (faster-whisper would loop): move on by the window instead.
-                f.seek = next_seek if next_seek > seek else seek + size
-                self._queue(f)
-            if f.done():
-                yield from self._completed(f)
+            ratio = compression_ratio(self.decode_text(ids).strip())
+            w.samples.append(Decoded(ids, float(sum_lp[i]), float(no_speech[i]), self._temperature(w), ratio))
+            n = self.options.best_of if self._temperature(w) > 0 else 1
+            if len(w.samples) == n:
+                yield from self._attempted(w)
+
+    def _attempted(self, w: _Window):
+        """Takes the window's attempt: retries it at the next temperature, or places its
+        segments and moves its file on."""
+        # best_of: OpenAI's ranking of samples, log-prob per generated token
+        d = max(w.samples, key=lambda s: s.sum_logprob / max(len(s.ids), 1))
+        w.samples = []
+        w.tried.append(d)
+        if needs_fallback(d, self.options):
+            if w.attempt + 1 < len(self.options.temperatures):
+                w.attempt += 1
+                self._queue_attempt(w)
+                return
+            d = fallback_choice(w.tried, self.options)
+        f, seek = w.file, w.seek
+        f.in_flight -= 1
+        f.results[seek], next_seek = self._segments(f, d, seek, w.size, self._temperature(w))
+        if f.mode == "sequential":
+            # A last complete pair at the window's first frame would decode the same
+            # window forever (faster-whisper would loop): move on by the window instead.
+            f.seek = next_seek if next_seek > seek else seek + w.size
+            self._queue(f)
+        if f.done():
+            yield from self._completed(f)
 
     def _completed(self, f: _File):
         """Yields the file's (key, result), or its recording's once its last chunk is done."""
@@ -345,23 +378,23 @@ class LongformDecoder:
         kept = [s for s in f.segments() if s.start != s.end and self.decode_text(s.tokens).strip()]
         return LongformResult(kept)
 
-    def _segments(self, f, ids, sum_lp, no_speech, seek, size):
+    def _segments(self, f: _File, d: Decoded, seek: int, size: int, temperature: float):
         o = self.options
-        avg_logprob = sum_lp / (len(ids) + 1)
-        if o.no_speech_threshold is not None and no_speech > o.no_speech_threshold:
-            if o.log_prob_threshold is None or avg_logprob <= o.log_prob_threshold:
+        if o.no_speech_threshold is not None and d.no_speech_prob > o.no_speech_threshold:
+            if o.log_prob_threshold is None or d.avg_logprob <= o.log_prob_threshold:
                 return [], seek + size  # silence: skip the window
-        ratio = compression_ratio(self.decode_text(ids).strip())
+        ratio = d.compression_ratio
         if o.compression_ratio_threshold is not None and ratio > o.compression_ratio_threshold:
             log.warning(
-                "%s: the window at %.1f s looks repetitive (compression ratio %.2f > %.2f); "
-                "kept, as greedy decoding has no temperature fallback",
+                "%s: the window at %.1f s looks repetitive (compression ratio %.2f > %.2f); kept %s",
                 f.key,
                 (f.offset + seek) * FRAME_S,
                 ratio,
                 o.compression_ratio_threshold,
+                "after every temperature" if len(o.temperatures) > 1 else "(no temperature fallback)",
             )
-        segments, next_seek = split_by_timestamps(ids, self.timestamp_begin, seek, size)
+        segments, next_seek = split_by_timestamps(d.ids, self.timestamp_begin, seek, size)
         for s in segments:
-            s.avg_logprob, s.no_speech_prob, s.compression_ratio = avg_logprob, no_speech, ratio
+            s.avg_logprob, s.no_speech_prob, s.compression_ratio = d.avg_logprob, d.no_speech_prob, ratio
+            s.temperature = temperature
         return segments, next_seek

@@ -9,13 +9,11 @@ over 30 s (and every input when timestamps are asked for) are transcribed long-f
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
 import functools
 import logging
 import math
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
@@ -24,9 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
-from jaxwhisper.data.examples import DataSpecError
 from jaxwhisper.data.features import HOP, N_SAMPLES, SAMPLE_RATE, log_mel_batch
-from jaxwhisper.data.local_sources import read_jsonl
 from jaxwhisper.inference.decoding import (
     DecodeOptions,
     SegmentOptions,
@@ -34,64 +30,13 @@ from jaxwhisper.inference.decoding import (
     make_segment_decoder,
     strip_tokens,
 )
+from jaxwhisper.inference.inputs import Utterance, read_ahead
 from jaxwhisper.inference.longform import LongformDecoder, LongformOptions, LongformResult
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S, TimestampIds
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.base import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """A command-line input that is neither an audio file nor a readable manifest."""
-
-
-@dataclasses.dataclass
-class Utterance:
-    """One input: `audio` is a path; `text` the reference transcript when known."""
-
-    id: str
-    audio: str
-    text: Optional[str] = None
-    error: Optional[str] = None  # set when the input itself is broken (bad manifest row)
-
-
-def read_manifest(path: Path) -> list[Utterance]:
-    """Rows `{"id", "audio" (relative to the manifest or absolute), "text"?}` of a JSONL file.
-
-    A malformed row becomes an Utterance carrying an error (reported, not dropped).
-    """
-    try:
-        rows = read_jsonl(Path(path))
-    except (DataSpecError, OSError, UnicodeDecodeError) as e:
-        raise InputError(
-            str(e) if isinstance(e, DataSpecError) else f"{path}: unreadable manifest ({e})"
-        ) from None
-    return [Utterance(id=r.id, audio=r.audio or r.origin, text=r.text, error=r.error) for r in rows]
-
-
-def read_inputs(inputs: Iterable[str]) -> list[Utterance]:
-    """Expands command-line inputs (audio files and .jsonl manifests) in order."""
-    out: list[Utterance] = []
-    for item in inputs:
-        p = Path(item)
-        if p.suffix == ".jsonl":
-            out.extend(read_manifest(p))
-        else:
-            out.append(Utterance(id=p.stem, audio=str(p)))
-    return out
-
-
-def _read_ahead(pool, fn, items, depth: int):
-    """`map(fn, items)` in order, with at most `depth` calls running ahead of the consumer
-    (Executor.map would submit every item at once and hold all the audio in memory)."""
-    queue: collections.deque = collections.deque()
-    for item in items:
-        queue.append(pool.submit(fn, item))
-        if len(queue) >= depth:
-            yield queue.popleft().result()
-    while queue:
-        yield queue.popleft().result()
 
 
 class Transcriber:
@@ -113,9 +58,16 @@ class Transcriber:
         see `jaxwhisper.inference.longform`).
       timestamps: decode every input as long-form (short ones are one window) and give
         segments with start/end times.
-      no_speech_threshold, log_prob_threshold, compression_ratio_threshold: long-form
-        checks (None turns one off), faster-whisper's defaults.
+      no_speech_threshold, log_prob_threshold, compression_ratio_threshold: faster-whisper's
+        checks of a window (None turns one off) and defaults.
       max_initial_timestamp_s: latest first timestamp of a window.
+      temperatures: more than one turns on the temperature fallback (`longform.py`;
+        `longform.FALLBACK_TEMPERATURES` is faster-whisper's default): every input is then
+        decoded window by window, short clips as one window without timestamps (at most
+        224 new tokens, as CTranslate2), and a window that fails the checks is sampled
+        again at the next temperature. The default, greedy decoding, decodes short clips in
+        batches by length with the whole 448-token budget.
+      best_of, seed: samples per window at a temperature above 0, and their seed.
     """
 
     def __init__(
@@ -135,6 +87,9 @@ class Transcriber:
         log_prob_threshold: Optional[float] = -1.0,
         compression_ratio_threshold: Optional[float] = 2.4,
         max_initial_timestamp_s: float = 1.0,
+        temperatures: tuple[float, ...] = (0.0,),
+        best_of: int = 5,
+        seed: int = 0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -175,21 +130,29 @@ class Transcriber:
         self.set_params(model.params)
         self._state = jax.device_put(intercept_state, replicated)
         self.longform = LongformOptions(
-            long_form, no_speech_threshold, log_prob_threshold, compression_ratio_threshold
+            long_form,
+            no_speech_threshold,
+            log_prob_threshold,
+            compression_ratio_threshold,
+            tuple(temperatures),
+            best_of,
+            seed,
         )
+        self.fallback = len(self.longform.temperatures) > 1 or self.longform.temperatures[0] > 0
         self.timestamps = timestamps
         self._intercept = intercept
         self._max_initial_index = round(max_initial_timestamp_s / TIME_PRECISION_S)
-        self._mel_run = None
+        self._mel_runs: dict[bool, Callable] = {}
 
-    def _decode_windows(self, mel: np.ndarray, valid: np.ndarray):
-        """Dispatches one batch of long-form windows [batch, n_mels, 3000] (compiled on first use);
-        `valid` [batch] marks the rows that hold a window."""
-        if self._mel_run is None:
+    def _decode_windows(self, mel, valid, temperature, seed, timestamps: bool):
+        """Dispatches one batch of long-form windows [batch, n_mels, 3000] (one compilation per
+        `timestamps` value, on first use); `valid` [batch] marks the rows that hold a window,
+        `temperature` [batch] and `seed` [batch] say how each row decodes."""
+        if timestamps not in self._mel_runs:
             tok, c = self.tokenizer, self.model.config
             ids = None
             prefix = tok.prefix
-            if self.longform.mode != "windows":
+            if timestamps:
                 ids = TimestampIds(
                     tok.timestamp_begin, c.n_vocab - 1, tok.eot, tok.no_timestamps, self._max_initial_index
                 )
@@ -201,23 +164,25 @@ class Transcriber:
                 prefix, tok.eot, no_speech, tok.suppress_tokens, tok.suppress_at_begin, ids
             )
             decoder = make_segment_decoder(c, options, self._intercept)
-            self._mel_run = self._per_device(lambda w, mel, valid: decoder(w[0], mel, valid, w[1]))
+            self._mel_runs[timestamps] = self._per_device(
+                lambda w, *rows: decoder(w[0], rows[0], rows[1], w[1], *rows[2:]), row_args=4
+            )
         put = functools.partial(jax.device_put, device=self._rows)
-        return self._mel_run(self._weights(), put(mel), put(valid))
+        return self._mel_runs[timestamps](self._weights(), *map(put, (mel, valid, temperature, seed)))
 
-    def _longform_decoder(self) -> LongformDecoder:
+    def _longform_decoder(self, mode: str) -> LongformDecoder:
         tok = self.tokenizer
         return LongformDecoder(
-            self._decode_windows,
+            functools.partial(self._decode_windows, timestamps=mode != "windows"),
             self.batch_size,
             self.model.config.n_mels,
             tok.eot,
             tok.timestamp_begin,
             tok.decode,
-            self.longform,
+            dataclasses.replace(self.longform, mode=mode),
         )
 
-    def _per_device(self, fn: Callable) -> Callable:
+    def _per_device(self, fn: Callable, row_args: int = 2) -> Callable:
         """`fn((params, intercept state), *row arrays)` jitted so that each device runs it on
         its own rows.
 
@@ -228,10 +193,9 @@ class Transcriber:
         and the same tokens. Each device now runs the loop on its own rows and stops when
         they are done.
         """
+        in_specs = (P(),) + (P("data"),) * row_args
         return jax.jit(
-            jax.shard_map(
-                fn, mesh=self.mesh, in_specs=(P(), P("data"), P("data")), out_specs=P("data"), check_vma=False
-            )
+            jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P("data"), check_vma=False)
         )
 
     def _weights(self) -> tuple:
@@ -264,7 +228,8 @@ class Transcriber:
         """Decodes `(key, audio | Exception)` items; yields `(key, ids | LongformResult | Exception)`.
 
         Clips of at most 30 s (without `timestamps`) are decoded as one window without
-        timestamps: rows are gathered `sort_window` at a time and batched by length.
+        timestamps: rows are gathered `sort_window` at a time and batched by length (with
+        the temperature fallback, by a "windows" long-form decoder, in input order).
         Longer recordings (every input with `timestamps`) go to the long-form decoder
         (`longform.py`), whose batches hold windows of many files. Results come back in
         completion order; batches are dispatched asynchronously, so the next clips are read
@@ -300,7 +265,9 @@ class Transcriber:
 
         pool: list[tuple[int, np.ndarray]] = []
         final = False
-        longform = self._longform_decoder()
+        longform = self._longform_decoder(self.longform.mode)
+        # with the fallback, short clips are windows that may be retried
+        short = self._longform_decoder("windows") if self.fallback and not self.timestamps else None
         for key, audio in items:
             if isinstance(audio, Exception):
                 yield key, audio
@@ -318,6 +285,10 @@ class Transcriber:
                 longform.add(key, audio)
                 yield from longform.pump()
                 continue
+            if short is not None:
+                short.add(key, audio)
+                yield from short.pump()
+                continue
             pool.append((key, audio))
             if len(pool) >= self.sort_window:
                 yield from flush_pool()
@@ -326,6 +297,8 @@ class Transcriber:
         if in_flight is not None:
             yield from finish(in_flight)
         yield from longform.pump(final=True)
+        if short is not None:
+            yield from short.pump(final=True)
 
     def text(self, result) -> str:
         """Transcript of a `decode_results` result (segments joined as faster-whisper does)."""
@@ -378,7 +351,7 @@ class Transcriber:
         done: dict[int, dict] = {}
         next_out = 0
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            loaded = _read_ahead(pool, load, enumerate(utterances), depth=2 * self.batch_size)
+            loaded = read_ahead(pool, load, enumerate(utterances), depth=2 * self.batch_size)
             for i, result in self.decode_results(loaded):
                 u = utterances[i]
                 if isinstance(result, Exception):

@@ -21,6 +21,8 @@ from jaxwhisper.quant.calibrate import calibration_key
 from jaxwhisper.quant.config import preset
 from jaxwhisper.quant.ptq import prepare_calibration, quantize_model
 
+FALLBACK_SUFFIX = "+fallback"  # the label of a model's evaluation with the temperature fallback
+
 
 def results_table(results: dict, source: str) -> str:
     """`table.md` of `run_quantization`'s results."""
@@ -32,7 +34,8 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
     (reused on a rerun), `workdir/results.json` (all) and `workdir/table.md`.
 
     Returns:
-      {label: results} with label "float" and each preset name.
+      {label: results} with label "float" and each preset name, each followed by
+      "LABEL+fallback" (its evaluation with the temperature fallback) when `cfg.fallback`.
 
     Raises:
       ValueError: before any decoding, a bad test or calibration spec, duplicate ids, an
@@ -60,7 +63,17 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
             calib_clips.extend(load_eval_set(cfg.calibration, cfg.calibration_batches * cfg.batch_size).clips)
         return calib_clips
 
-    results = {"float": evaluate_model(model, sets, workdir / "float" / "results.json", cfg.batch_size)}
+    results: dict = {}
+
+    def evaluate(label: str, m) -> None:
+        results[label] = evaluate_model(m, sets, workdir / label / "results.json", cfg.batch_size)
+        if cfg.fallback:
+            label = f"{label}{FALLBACK_SUFFIX}"
+            results[label] = evaluate_model(
+                m, sets, workdir / label / "results.json", cfg.batch_size, fallback=True
+            )
+
+    evaluate("float", model)
     calibrations: dict = {}
     for name, qcfg in qcfgs.items():
         key = calibration_key(qcfg)
@@ -70,7 +83,7 @@ def run_quantization(cfg: QuantRunConfig, model: LoadedModel, workdir: Path) -> 
                 model, qcfg, load_clips, cfg.batch_size, workdir / "ranges" / f"{key}.json", meta=meta
             )
         quantized = quantize_model(model, qcfg, calibrations.get(key) if qcfg.act_bits else None)
-        results[name] = evaluate_model(quantized, sets, workdir / name / "results.json", cfg.batch_size)
+        evaluate(name, quantized)
     if pi == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (workdir / "table.md").write_text(results_table(results, model.source) + "\n")

@@ -86,13 +86,19 @@ def test_evaluate_command(eval_manifest, fixture_manifest, tmp_path, capsys):
     args = ["evaluate", "--model", "tiny.en", "--data", str(eval_manifest), "--batch-size", "8"]
     assert main([*args, "--output", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert set(res) == {"model", "quantization", "datasets"} and res["quantization"] is None
+    assert set(res) == {"model", "quantization", "decoding", "datasets"} and res["quantization"] is None
+    assert res["decoding"] == "greedy"
     assert set(res["datasets"]["set"]) >= {
         "wer", "substitutions", "deletions", "insertions", "words", "utterances", "audio_s", "wall_s",
     }  # fmt: skip
     assert res["datasets"]["set"]["wer"] < 25  # tiny.en on clean read speech
     assert "| tiny.en |" in capsys.readouterr().out
     assert len((tmp_path / "res.hypotheses" / "set.jsonl").read_text().splitlines()) == 8
+    fb = tmp_path / "fallback.json"
+    assert main([*args, "--max-examples", "4", "--temperature-fallback", "--output", str(fb)]) == 0
+    res = json.loads(fb.read_text())
+    assert res["decoding"] == "temperature fallback" and res["datasets"]["set"]["utterances"] == 4
+    assert res["datasets"]["set"]["wer"] < 25
     # Activation quantization without calibration data, or calibrating on the test set: errors.
     assert main([*args, "--quantize", "w8a8", "--output", str(out)]) == 2
     assert "--calibration" in capsys.readouterr().err

@@ -9,8 +9,6 @@ from jaxwhisper.data.features import log_mel_recording
 from jaxwhisper.inference.longform import (
     LongformDecoder,
     LongformOptions,
-    compression_ratio,
-    quiet_cuts,
     split_by_timestamps,
     window_features,
 )
@@ -69,16 +67,11 @@ def test_window_features_slice_and_zero_pad():
     assert size == 1000 and np.array_equal(mel[:, :1000], feats[:, 3000:4000]) and not mel[:, 1000:].any()
 
 
-def test_compression_ratio_flags_repetition():
-    assert compression_ratio("the cat sat on the mat") < 1.2
-    assert compression_ratio("thank you " * 40) > 2.4
-
-
 def fake_run(calls, advance_s=10.0):
     """A decoder whose rows read which file and seek they hold from the mel values
     (file k's frame t holds k * 1e5 + t) and say: speech from 0 to `advance_s`, then text."""
 
-    def run(mel, valid):
+    def run(mel, valid, temperature, seed):
         assert list(valid) == [m.any() for m in mel]
         calls.append([(int(m[0, 0] // 1e5), int(m[0, 0] % 1e5)) if m.any() else None for m in mel])
         tokens = np.full((mel.shape[0], 8), EOT, np.int32)
@@ -124,7 +117,7 @@ def test_windows_mode_decodes_consecutive_windows_in_one_batch():
 
 
 def test_no_speech_window_is_skipped_unless_its_log_prob_is_high():
-    def run(mel, valid):
+    def run(mel, valid, temperature, seed):
         tokens = np.full((mel.shape[0], 4), EOT, np.int32)
         tokens[:, :3] = [ts(0), 10, ts(1.0)]
         # avg log-prob = sum / (3 tokens + 1): row 0 -2.0 (skipped), row 1 -0.5 (kept)
@@ -135,37 +128,6 @@ def test_no_speech_window_is_skipped_unless_its_log_prob_is_high():
     dec.add_features(1, features(2, 5.0))
     results = dict(dec.pump(final=True))
     assert results[0].segments == [] and len(results[1].segments) == 1
-
-
-def energy_features(energy: np.ndarray) -> np.ndarray:
-    """Log-mel [3, len + 1] whose mean over the bins is `energy` (plus the extra last frame)."""
-    e = np.append(energy, energy[-1])
-    return np.stack([e - 1.0, e, e + 1.0])
-
-
-def test_quiet_cuts_fall_in_the_pauses_and_cover_the_recording():
-    rng = np.random.default_rng(0)
-    energy = rng.uniform(0.5, 1.0, 9500)
-    pauses = [2600, 5300, 7950]  # 0.5 s pauses, each 20-30 s after the previous cut
-    for p in pauses:
-        energy[p - 25 : p + 25] = 0.0
-    energy[1000:1005] = -1.0  # a short dip too early to cut at
-    cuts = quiet_cuts(energy_features(energy))
-    assert cuts[0] == 0 and cuts[-1] == 9500
-    assert len(cuts) == len(pauses) + 2
-    for cut, p in zip(cuts[1:-1], pauses):
-        assert p - 25 <= cut < p + 25
-    assert all(2000 <= b - a <= 3000 for a, b in zip(cuts[:-2], cuts[1:-1]))
-    assert 0 < cuts[-1] - cuts[-2] <= 3000
-
-
-def test_quiet_cuts_a_short_or_a_flat_recording():
-    assert quiet_cuts(energy_features(np.ones(3000))) == [0, 3000]  # one window: no cut
-    cuts = quiet_cuts(energy_features(np.ones(7001)))
-    assert all(b - a <= 3000 for a, b in zip(cuts, cuts[1:])) and cuts[-1] == 7001
-    assert quiet_cuts(np.zeros((3, 1))) == [0, 0]  # under one frame of content: one empty chunk
-    with pytest.raises(ValueError, match="min_frames"):
-        quiet_cuts(energy_features(np.ones(10)), min_frames=4000)
 
 
 def test_chunked_mode_batches_one_files_chunks_and_offsets_their_segments():

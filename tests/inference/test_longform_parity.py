@@ -13,7 +13,8 @@ import soundfile as sf
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.evaluation.longform_sets import join_clips, longest_deleted_run
 from jaxwhisper.evaluation.wer import word_error_rate
-from jaxwhisper.inference.transcribe import Transcriber, Utterance, read_manifest
+from jaxwhisper.inference.inputs import Utterance, read_manifest
+from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.resolve import bundled_model_files
 
 faster_whisper = pytest.importorskip("faster_whisper")

@@ -3,7 +3,8 @@
 import pytest
 
 from jaxwhisper.data.audio import load_audio
-from jaxwhisper.inference.transcribe import Transcriber, read_manifest
+from jaxwhisper.inference.inputs import read_manifest
+from jaxwhisper.inference.transcribe import Transcriber
 
 pytestmark = pytest.mark.slow
 

@@ -157,7 +157,8 @@ def test_bf16_transcripts_of_real_speech_are_within_3_points_of_f32_wer(tiny_en,
     10.27% (f32) and 10.58% (bf16), one transcript of 58 differs (one word)."""
     from jaxwhisper.data.audio import load_audio
     from jaxwhisper.evaluation.wer import word_error_rate
-    from jaxwhisper.inference.transcribe import Transcriber, read_manifest
+    from jaxwhisper.inference.inputs import read_manifest
+    from jaxwhisper.inference.transcribe import Transcriber
     from jaxwhisper.models.weights.base import LoadedModel
 
     rows = [u for u in read_manifest(fixture_manifest) if "arctic" in u.id or "pocketsphinx" in u.id][:8]
