@@ -157,7 +157,7 @@ def test_missing_gates_are_initialised_and_nothing_else(hf_model):
     gated = resolve_model(str(hf_model[1]), gate="shared")
     attn = gated.params["decoder"]["layers_0"]["encoder_attn"]
     assert attn["gate_proj"]["kernel"].shape == (64, 1)
-    np.testing.assert_allclose(attn["gate_proj"]["bias"], np.log(0.99 / 0.01), rtol=1e-6)
+    np.testing.assert_allclose(attn["gate_proj"]["bias"], np.log(0.9 / 0.1), rtol=1e-6)
     np.testing.assert_array_equal(
         attn["q_proj"]["kernel"], plain.params["decoder"]["layers_0"]["encoder_attn"]["q_proj"]["kernel"]
     )

@@ -84,7 +84,9 @@ def test_absmax_scales_and_balance_against_numpy():
     ref = _ln_outputs(cfg, params, batches)
     assert set(absmax) == set(sq.smoothing_groups(cfg))  # final LayerNorms are not smoothed
     for path, a in absmax.items():
-        np.testing.assert_allclose(a, ref[path], rtol=1e-6)
+        # float32 through two layers by two paths (jitted statistics, flax's intermediates):
+        # up to ~9 ulp apart (1.03e-6 measured)
+        np.testing.assert_allclose(a, ref[path], rtol=2e-6)
     flat = {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(params).items()}
     ln = "decoder/layers_1/self_attn_layer_norm"
     names = ("q_proj", "k_proj", "v_proj", "gate_proj")
