@@ -243,7 +243,7 @@ def test_bad_fallback_options(bad):
 @pytest.mark.parity
 @pytest.mark.slow
 def test_real_speech_falls_back_where_faster_whisper_does(tiny_en, fixture_manifest):
-    """tiny.en on 16 real clips with a strict log-prob threshold (-0.25) so that about a third
+    """tiny.en on 10 real clips with a strict log-prob threshold (-0.25) so that about a third
     fall back: the clips decoded again are faster-whisper's (its decision at temperature 0,
     on its own log-probs), and the others keep faster-whisper's greedy text. What the
     samples say after that is random on both sides and not compared."""
@@ -254,7 +254,7 @@ def test_real_speech_falls_back_where_faster_whisper_does(tiny_en, fixture_manif
     from jaxwhisper.inference.transcribe import Transcriber
     from jaxwhisper.models.weights.resolve import bundled_model_files
 
-    utts = [u for u in read_manifest(fixture_manifest) if "sonnet" in u.id or "mfa" in u.id][:16]
+    utts = [u for u in read_manifest(fixture_manifest) if "sonnet" in u.id or "mfa" in u.id][:10]
     clips = [load_audio(u.audio) for u in utts]
     settings = dict(log_prob_threshold=-0.25, best_of=2)
     fw = faster_whisper.WhisperModel(
@@ -277,4 +277,4 @@ def test_real_speech_falls_back_where_faster_whisper_does(tiny_en, fixture_manif
         if temperature == 0:
             assert normalize_text(ours.text(results[i])) == normalize_text(text), utts[i].id
         fell_back += temperature > 0
-    assert 3 <= fell_back <= 13, fell_back  # both outcomes are exercised
+    assert 2 <= fell_back <= 8, fell_back  # both outcomes are exercised
