@@ -1,5 +1,7 @@
-"""The paper's comparison with a seed spread, at CPU scale (32 min measured for two seeds on 2
-cores, with the demo's corpus already built):
+"""The paper's comparison with a seed spread, at CPU scale (on 2 cores with the demo's corpus
+already built: 32 min for the teacher and four students before the fallback evaluations were
+added; since then the two gated students' stages took 30 min while another run shared the
+cores, see the README):
 
     python reproduce.py --config configs/reproduce_cpu.py --workdir runs/reproduce
 
