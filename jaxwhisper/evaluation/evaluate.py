@@ -2,7 +2,7 @@
 
 Decoding is greedy, or greedy with faster-whisper's temperature fallback (`fallback=True`:
 a transcript that is too repetitive or too unlikely is sampled again at higher
-temperatures, see `jaxwhisper.inference.longform`), applied alike to every model.
+temperatures, see `jaxwhisper.inference.fallback`), applied alike to every model.
 
 Each process reads and decodes every `process_count`-th utterance of each set (rows are
 sharded over its local devices by the Transcriber); error counts are summed over processes,

@@ -33,7 +33,6 @@ class Decoded:
     ids: list[int]
     sum_logprob: float
     no_speech_prob: float
-    temperature: float
     compression_ratio: float
 
     @property

@@ -201,8 +201,7 @@ class _File:
 
 
 class _Window:
-    """A window of a file being decoded: its attempt (index into the temperatures) and the
-    samples of that attempt received so far."""
+    """A file's window being decoded: its attempt (temperature index) and samples so far."""
 
     def __init__(self, file: _File, seek: int):
         self.file, self.seek = file, seek
@@ -279,10 +278,12 @@ class LongformDecoder:
     def _temperature(self, w: _Window) -> float:
         return self.options.temperatures[w.attempt]
 
+    def _rows(self, w: _Window) -> int:
+        """Rows of the window's current attempt: one greedy, or `best_of` samples."""
+        return self.options.best_of if self._temperature(w) > 0 else 1
+
     def _queue_attempt(self, w: _Window) -> None:
-        """Queues the rows of the window's current attempt: one greedy, or `best_of` samples."""
-        n = self.options.best_of if self._temperature(w) > 0 else 1
-        self.ready.extend((w, j) for j in range(n))
+        self.ready.extend((w, j) for j in range(self._rows(w)))
 
     def _seed(self, w: _Window, sample: int) -> int:
         # A function of where the row is in the input, not of the batch it lands in.
@@ -327,9 +328,8 @@ class LongformDecoder:
             row = tokens[i].tolist()
             ids = row[: row.index(self.eot)] if self.eot in row else row
             ratio = compression_ratio(self.decode_text(ids).strip())
-            w.samples.append(Decoded(ids, float(sum_lp[i]), float(no_speech[i]), self._temperature(w), ratio))
-            n = self.options.best_of if self._temperature(w) > 0 else 1
-            if len(w.samples) == n:
+            w.samples.append(Decoded(ids, float(sum_lp[i]), float(no_speech[i]), ratio))
+            if len(w.samples) == self._rows(w):
                 yield from self._attempted(w)
 
     def _attempted(self, w: _Window):

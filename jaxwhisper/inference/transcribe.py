@@ -61,8 +61,8 @@ class Transcriber:
       no_speech_threshold, log_prob_threshold, compression_ratio_threshold: faster-whisper's
         checks of a window (None turns one off) and defaults.
       max_initial_timestamp_s: latest first timestamp of a window.
-      temperatures: more than one turns on the temperature fallback (`longform.py`;
-        `longform.FALLBACK_TEMPERATURES` is faster-whisper's default): every input is then
+      temperatures: more than one turns on the temperature fallback (`fallback.py`;
+        `fallback.FALLBACK_TEMPERATURES` is faster-whisper's default): every input is then
         decoded window by window, short clips as one window without timestamps (at most
         224 new tokens, as CTranslate2), and a window that fails the checks is sampled
         again at the next temperature. The default, greedy decoding, decodes short clips in
