@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.features import log_mel_batch, log_mel_numpy
 from jaxwhisper.models.attention import blocked_attention
-from jaxwhisper.spmd import by_rows
+from jaxwhisper.spmd import by_rows, host_row_devices
 from jaxwhisper.train import sharding
 
 
@@ -78,3 +78,13 @@ def test_without_a_mesh_or_inside_shard_map_by_rows_is_the_function_itself():
         np.testing.assert_array_equal(jax.jit(inner)(_rows(mesh, x)), x * 2)
     # Traced once outside any mesh, once inside shard_map (manual axes): never wrapped twice.
     assert calls[0] == () and set(calls[1]) >= {"data"}
+
+
+def test_inference_takes_at_most_one_cpu_device_per_core(monkeypatch):
+    """conftest's 8 CPU devices share this machine's cores: rows go to at most one per core."""
+    import os
+
+    assert jax.local_device_count() == 8
+    for cores, expected in ((1, 1), (2, 2), (3, 3), (16, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert host_row_devices() == jax.local_devices()[:expected]

@@ -35,6 +35,7 @@ from jaxwhisper.inference.longform import LongformDecoder, LongformOptions, Long
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S, TimestampIds
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
 from jaxwhisper.models.weights.base import LoadedModel
+from jaxwhisper.spmd import host_row_devices
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class Transcriber:
         (quantization: `jaxwhisper.quant.ptq.QuantizedModel.intercept`).
       intercept_state: the pytree of arrays `intercept` reads (INT8 kernels), placed on the
         devices once and passed to the compiled decoder as an argument.
-      devices: local devices to shard rows over (default: all of this host's).
+      devices: local devices to shard rows over (default: `spmd.host_row_devices()`, all
+        of this host's but at most one CPU device per core).
       long_form: algorithm for recordings over 30 s ("sequential", "windows" or "chunked",
         see `jaxwhisper.inference.longform`).
       timestamps: decode every input as long-form (short ones are one window) and give
@@ -116,7 +118,7 @@ class Transcriber:
 
         # Rows are sharded over this host's devices (the most that divide the batch size);
         # params are replicated. Each host decodes its own inputs: no cross-host traffic.
-        devices = list(devices or jax.local_devices())
+        devices = list(devices or host_row_devices())
         n_dev = math.gcd(batch_size, len(devices))
         self.mesh = Mesh(np.asarray(devices[:n_dev]), ("data",))
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())

@@ -197,7 +197,13 @@ class MultiHeadAttention(Tapped):
         probs_fn = lambda s: clipped_softmax(s, c.softmax_clip_gamma, c.softmax_clip_zeta)  # noqa: E731
         n_q = x.shape[1]
         if self.use_blocked_attention(n_q, kv, cache):
-            ctx = blocked_attention(q, k.astype(q.dtype), v.astype(c.dtype), probs_fn, _query_block(n_q))
+            # Each tile holds whole rows of scores, so its softmax is exact and the taps see
+            # every score and probability once, a tile at a time: an elementwise interceptor
+            # (fake quantization) acts on them as on the dense tensors.
+            def tapped_probs(scores):
+                return self.tap("attn_probs", probs_fn(self.tap("attn_scores", scores)))
+
+            ctx = blocked_attention(q, k.astype(q.dtype), v.astype(c.dtype), tapped_probs, _query_block(n_q))
             return self._finish(x, ctx.transpose(0, 2, 1, 3)), new_cache
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
         scores = self.tap("attn_scores", scores)  # before the causal mask's -inf stand-ins
@@ -217,8 +223,10 @@ class MultiHeadAttention(Tapped):
     def use_blocked_attention(self, n_q: int, kv, cache) -> bool:
         """Long non-causal self-attention (the encoder) runs in query tiles, unless
         intermediates are collected: then the full probabilities are needed for `attn_probs`.
-        The taps `attn_scores` and `attn_probs` exist only on the dense path, so interceptors
-        that act on them intercept this method and return False."""
+        On the tiled path the taps `attn_scores` and `attn_probs` see one [heads, block, keys]
+        tile of one batch row at a time, inside a `lax.map`: interceptors that need whole
+        tensors or record values (statistics, calibration) intercept this method and return
+        False; elementwise ones (fake quantization) keep the tiles."""
         return (
             n_q >= 512
             and kv is None

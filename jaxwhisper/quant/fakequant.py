@@ -6,9 +6,9 @@ activations through `nn.intercept_methods` at the points named in `jaxwhisper.qu
         logits = Whisper(config).apply({"params": qparams}, mel, tokens)
 
 `ranges` ({point: (lo, hi)}) come from `calibrate`: batches through the float model, a
-running min/max per point with EMA momentum (the first batch initialises). Both interceptors
-turn the encoder's tiled attention off (its scores and probabilities are only tapped on the
-dense path).
+running min/max per point with EMA momentum (the first batch initialises). Calibration turns
+the encoder's tiled attention off (it records whole tensors); fake quantization keeps it and
+quantizes the scores and probabilities a tile at a time (elementwise, so the same values).
 """
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ def activation_points(next_fun, args, kwargs, context, on_point: Callable):
     """Calls `on_point(point_name, value)` at each activation point; returns its value."""
     module, method = context.module, context.method_name
     path = "/".join(module.path)
-    if method == "use_blocked_attention":
-        return False
     if isinstance(module, Tapped) and method == "tap":
         name, x = args
         return next_fun(name, on_point(f"{path}/{name}", x))
@@ -128,6 +126,9 @@ def stats_interceptor(qcfg: QuantConfig):
     collection (of the module that owns the point; keyed by the full point name)."""
 
     def interceptor(next_fun, args, kwargs, context):
+        if context.method_name == "use_blocked_attention":
+            return False  # sown values must be whole tensors, outside the tiles' lax.map
+
         def on_point(point, x):
             context.module.sow(STATS, point, batch_range(x, qcfg))
             return x

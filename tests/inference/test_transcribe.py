@@ -27,7 +27,7 @@ def test_eight_devices_give_the_hypotheses_of_one(tiny_en, fixture_manifest):
     assert jax.local_device_count() == 8
     rows = [u for u in read_manifest(fixture_manifest) if "pocketsphinx" in u.id or "arctic" in u.id][:8]
     clips = [load_audio(u.audio) for u in rows]
-    sharded = Transcriber(tiny_en, batch_size=8)
+    sharded = Transcriber(tiny_en, batch_size=8, devices=jax.local_devices())
     assert sharded.mesh.devices.size == 8
     single = Transcriber(tiny_en, batch_size=1)
     assert single.mesh.devices.size == 1
