@@ -199,10 +199,14 @@ class TextDecoder(Tapped):
             x, layer_cache = layer(x, cross_kv[i], None if cache is None else cache[i], offset)
             if cache is not None:
                 new_cache.append(layer_cache)
-        x = self.layer_norm(x)
-        # Logits are tied to the token embedding and computed in f32.
-        logits = x @ self.embed_tokens.embedding.astype(jnp.float32).T
+        logits = self.output_logits(self.layer_norm(x))
         return self.tap("logits", logits), new_cache
+
+    def output_logits(self, x: jax.Array) -> jax.Array:
+        """The output projection, tied to the token embedding, in f32: x [batch, len, embed]
+        -> logits [batch, len, vocab]. A method of its own so that an interceptor can compute
+        it another way (integer inference: `jaxwhisper.quant.int8`)."""
+        return x @ self.embed_tokens.embedding.astype(jnp.float32).T
 
 
 class Whisper(nn.Module):

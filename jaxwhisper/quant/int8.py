@@ -14,8 +14,10 @@ float32 on integer-valued operands, which is exact (so bitwise equal to the int8
 partial sums stay below 2^24. Quantize-dequantize followed by a float matmul would differ from
 the int8 layer by float rounding, and an 8-bit requantization of the output turns some of
 those last-bit differences into whole steps: with tiny.en that changed 28 of 59 greedy
-transcripts (WER 21.9 vs 18.7). Everything else (attention matmuls, residuals, LayerNorms,
-convolutions, embeddings) is fake-quantized alike in both.
+transcripts (WER 21.9 vs 18.7). The decoder's token embedding is stored as int8 too: its
+lookup dequantizes rows, and the tied output projection (logits) is an integer Dense whose
+input is the final LayerNorm's output. Everything else (attention matmuls, residuals,
+LayerNorms, convolutions, positional embeddings) is fake-quantized alike in both.
 """
 
 from __future__ import annotations
@@ -41,29 +43,54 @@ def _shift(symmetric: bool) -> int:
     return 0 if symmetric else 128
 
 
+# The decoder's token embedding, which is also its output projection (tied).
+EMBEDDING = "decoder/embed_tokens"
+
+
+def _kernel(w: jax.Array, qcfg: QuantConfig) -> dict[str, jax.Array]:
+    """One Dense-shaped kernel w [in, out] as int8 codes, per tensor or per output channel."""
+    shift = _shift(qcfg.weight_symmetric)
+    axis = -1 if qcfg.weight_per_channel else None
+    p = quantizer.qparams(*quantizer.channel_range(w, axis), qcfg.weight_bits, qcfg.weight_symmetric)
+    q = (quantizer.quantize(w, p) - shift).astype(jnp.int8)
+    return {
+        "q": q,
+        "scale": p.scale.reshape(-1).astype(jnp.float32),
+        "zero": (p.zero_point - shift).astype(jnp.int32).reshape(-1),
+        "col_sum": jnp.sum(q.astype(jnp.int32), axis=0),
+    }
+
+
 def int8_kernels(params: Mapping, qcfg: QuantConfig) -> Int8Kernels:
     """{Dense path: {"q": int8 [in, out], "scale": f32 [out | 1], "zero": int32 [out | 1],
     "col_sum": int32 [out]}} for every quantized Dense kernel (weights of at most 8 bits),
     from the kernel's full range as in `fakequant.quantize_params`; q - zero = code - zero
-    point. Convolution kernels and embeddings are not Dense: they stay fake-quantized."""
+    point. The decoder's token embedding [vocab, embed] is stored the same way, transposed
+    ([embed, vocab], one channel per token, as `fakequant` quantizes its rows): its lookup
+    and the tied output projection both read it. Convolution kernels and the positional
+    embeddings stay fake-quantized."""
     if not 2 <= qcfg.weight_bits <= 8:
         raise ValueError(f"int8 kernels need weights of 2 to 8 bits, got {qcfg.weight_bits}")
-    shift = _shift(qcfg.weight_symmetric)
     out = {}
     for path, w in flax.traverse_util.flatten_dict(params).items():
-        if path[-1] != "kernel" or np.ndim(w) != 2 or not fakequant.is_quantized_weight(path):
+        if not fakequant.is_quantized_weight(path) or np.ndim(w) != 2:
             continue
-        w = jnp.asarray(w, jnp.float32)
-        axis = -1 if qcfg.weight_per_channel else None
-        p = quantizer.qparams(*quantizer.channel_range(w, axis), qcfg.weight_bits, qcfg.weight_symmetric)
-        q = (quantizer.quantize(w, p) - shift).astype(jnp.int8)
-        out["/".join(path[:-1])] = {
-            "q": q,
-            "scale": p.scale.reshape(-1).astype(jnp.float32),
-            "zero": (p.zero_point - shift).astype(jnp.int32).reshape(-1),
-            "col_sum": jnp.sum(q.astype(jnp.int32), axis=0),
-        }
+        name = "/".join(path[:-1])
+        if path[-1] == "kernel":
+            out[name] = _kernel(jnp.asarray(w, jnp.float32), qcfg)
+        elif path[-1] == "embedding" and name == EMBEDDING:
+            out[name] = _kernel(jnp.asarray(w, jnp.float32).T, qcfg)
     return out
+
+
+def embedding_rows(k, tokens: jax.Array, param_dtype, dtype) -> jax.Array:
+    """The fake-quantized embedding rows of `tokens` [...] -> [..., embed], from the int8
+    codes of `int8_kernels` (bitwise the values `fakequant.quantize_params` gives)."""
+    codes = jnp.moveaxis(jnp.take(k["q"], tokens, axis=1), 0, -1).astype(jnp.int32)
+    per_token = k["scale"].shape[0] > 1
+    zero = jnp.take(k["zero"], tokens)[..., None] if per_token else k["zero"]
+    scale = jnp.take(k["scale"], tokens)[..., None] if per_token else k["scale"]
+    return ((codes - zero).astype(jnp.float32) * scale).astype(param_dtype).astype(dtype)
 
 
 def _input_codes(x, x_range, qcfg: QuantConfig):
@@ -111,27 +138,41 @@ def integer_dense_interceptor(
     dense = int8_dense if real else emulated_dense
     on_point = fakequant.point_quantizer(ranges, qcfg, config)
 
+    logits_input = f"{EMBEDDING.split('/')[0]}/layer_norm/output"
+
     def interceptor(next_fun, args, kwargs, context):
-        module = context.module
+        module, method = context.module, context.method_name
         path = "/".join(module.path)
         if (
             isinstance(module, nn.Dense)
-            and context.method_name == "__call__"
+            and method == "__call__"
             and path in kernels
             and not qcfg.is_excluded(f"{path}/input", config.encoder_layers)
         ):
             bias = module.variables["params"].get("bias")
             y = dense(args[0], kernels[path], ranges[f"{path}/input"], bias, qcfg)
             return on_point(f"{path}/output", y)
+        if isinstance(module, nn.Embed) and method == "__call__" and path in kernels:
+            y = embedding_rows(kernels[path], args[0], module.param_dtype, module.dtype)
+            return on_point(f"{path}/output", y)
+        if (
+            method == "output_logits"
+            and f"{path}/embed_tokens" in kernels
+            and not qcfg.is_excluded(logits_input, config.encoder_layers)
+        ):
+            # Its input is the final LayerNorm's output, already on that point's grid.
+            x = args[0].astype(jnp.float32)
+            return dense(x, kernels[f"{path}/embed_tokens"], ranges[logits_input], None, qcfg)
         return fakequant.activation_points(next_fun, args, kwargs, context, on_point)
 
     return nn.intercept_methods(interceptor)
 
 
 def serialized_size(kernels: Int8Kernels, params: Mapping) -> tuple[int, int]:
-    """(bytes of the INT8 model, bytes of the float model) as .npz: int8 kernels with their
-    scales, zero points and column sums plus every other parameter in float32, against all
-    parameters in float32."""
+    """(bytes of the INT8 model, bytes of the float model) as .npz: int8 kernels (the token
+    embedding among them) with their scales, zero points and column sums plus every other
+    parameter in float32 (the biases of the int8 layers too), against all parameters in
+    float32."""
 
     def nbytes(arrays: dict) -> int:
         buf = io.BytesIO()
@@ -139,6 +180,7 @@ def serialized_size(kernels: Int8Kernels, params: Mapping) -> tuple[int, int]:
         return buf.tell()
 
     flat = {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(params).items()}
-    rest = {k: v for k, v in flat.items() if not (k.endswith("/kernel") and k[: -len("/kernel")] in kernels)}
+    stored = {f"{m}/{leaf}" for m in kernels for leaf in ("kernel", "embedding")}
+    rest = {k: v for k, v in flat.items() if k not in stored}
     int8 = {f"{m}/{name}": v for m, d in kernels.items() for name, v in d.items()}
     return nbytes({**int8, **rest}), nbytes(flat)

@@ -1,9 +1,12 @@
-"""Real INT8 Dense layers against fake quantization: the same numbers up to float rounding."""
+"""Real INT8 Dense layers (and the int8 token embedding) against fake quantization: the same
+numbers up to float rounding."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxprs import dot_generals
 
 from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder
 from jaxwhisper.models.config import WhisperConfig
@@ -61,6 +64,57 @@ def test_int8_model_equals_its_float_emulation_and_is_close_to_fake_quant():
     # Quantize-dequantize then float matmuls: the same up to float rounding, which the 8-bit
     # requantization of outputs turns into an occasional whole step.
     assert float(jnp.mean(jnp.abs(out[True] - fake))) < 1e-3 * float(jnp.abs(fake).max())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_embedding_rows_are_the_fake_quantized_ones_bitwise(per_channel):
+    params = init_params(CFG, jax.random.PRNGKey(3))
+    q = QuantConfig(weight_per_channel=per_channel)
+    k = int8.int8_kernels(params, q)[int8.EMBEDDING]
+    assert k["q"].shape == (CFG.d_model, CFG.n_vocab) and k["q"].dtype == jnp.int8
+    assert k["scale"].shape == ((CFG.n_vocab,) if per_channel else (1,))
+    fake = fakequant.quantize_params(params, q)["decoder"]["embed_tokens"]["embedding"]
+    tokens = jnp.asarray([[0, 5, 95], [7, 7, 1]])
+    got = int8.embedding_rows(k, tokens, jnp.float32, jnp.float32)
+    np.testing.assert_array_equal(got, jnp.take(fake, tokens, axis=0))
+
+
+def test_logits_are_an_int8_matmul_with_the_embedding_codes():
+    """The tied output projection runs as int8 x int8 -> int32 with the vocabulary as its
+    output channels, and equals float64 arithmetic on the fake-quantized operands."""
+    params = init_params(CFG, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(1)
+    mel = rng.normal(size=(2, 80, 128)).astype(np.float32)
+    tokens = rng.integers(0, 96, size=(2, 7)).astype(np.int32)
+    ranges = fakequant.calibrate(CFG, params, [(mel, tokens)], QuantConfig())
+    only = "decoder/layer_norm/output"
+    q = QuantConfig(real_int8=True, exclude=tuple(p for p in ranges if p != only))
+    qp = fakequant.quantize_params(params, q)
+    kernels = int8.int8_kernels(params, q)
+
+    def logits(mel, tokens):
+        with int8.integer_dense_interceptor(kernels, ranges, q, CFG, real=True):
+            return Whisper(CFG).apply({"params": qp}, mel, tokens)
+
+    int8_dots = [
+        e for e in dot_generals(jax.make_jaxpr(logits)(mel, tokens).jaxpr)
+        if e.invars[0].aval.dtype == jnp.int8 and e.outvars[0].aval.shape[-1] == CFG.n_vocab
+    ]  # fmt: skip
+    assert len(int8_dots) == 1
+
+    captured = {}
+
+    def grab(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and context.module.path == ("decoder", "layer_norm"):
+            captured["ln"] = out
+        return out
+
+    with nn.intercept_methods(grab):
+        Whisper(CFG).apply({"params": qp}, mel, tokens)
+    ln = np.asarray(Q.fake_quant(captured["ln"], Q.qparams(*ranges[only], 8)), np.float64)
+    table = np.asarray(qp["decoder"]["embed_tokens"]["embedding"], np.float64)
+    np.testing.assert_allclose(logits(mel, tokens), ln @ table.T, rtol=1e-5, atol=1e-5)
 
 
 def test_real_int8_needs_w8a8():
