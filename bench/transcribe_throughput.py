@@ -4,9 +4,11 @@
 
 Default data: the 363 real Asterisk prompts in ../shared/data/prompts (falls back to the
 vendored fixture). Everything is greedy, English, no timestamps, no VAD, on the same tiny.en
-weights; faster-whisper runs with 2 CPU threads in float32 and int8. Prints wall time,
-audio seconds per second and ratios; first-call compile time; and the encoder's achieved
-GFLOP/s next to a plain numpy f32 matmul measured in the same run.
+weights; faster-whisper runs with 2 CPU threads in float32 and int8. jaxwhisper runs in
+float32, bf16 and as the paper's W8A8 with real int8 matmuls (`w8a8-real-int8`, calibrated
+first on 16 clips of the vendored fixture, not the measured data; calibration not timed).
+Prints wall time, audio seconds per second and ratios; first-call compile time; and the
+encoder's achieved GFLOP/s next to a plain numpy f32 matmul measured in the same run.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import numpy as np
 from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
 from jaxwhisper.data.audio import load_audio
+from jaxwhisper.data.eval_sets import load_eval_set
 from jaxwhisper.data.features import N_SAMPLES
 from jaxwhisper.evaluation.wer import word_error_rate
 from jaxwhisper.inference.inputs import read_manifest
 from jaxwhisper.inference.transcribe import Transcriber
 from jaxwhisper.models.weights.resolve import bundled_model_files, resolve_model
 from jaxwhisper.models.whisper import Whisper
+from jaxwhisper.quant.calibrate import calibrate_on_audio
+from jaxwhisper.quant.config import preset
+from jaxwhisper.quant.ptq import quantize_model
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
@@ -89,6 +95,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--skip-int8", action="store_true")
     p.add_argument("--skip-bf16", action="store_true")
+    p.add_argument("--skip-w8a8", action="store_true")
     args = p.parse_args()
 
     rows = [u for u in read_manifest(Path(args.manifest))]
@@ -115,6 +122,19 @@ def main():
         tb.transcribe_arrays(clips[:1])
         bf16_s = _timed(lambda: globals().__setitem__("_bf16", tb.transcribe_arrays(clips)))
         results["jaxwhisper bf16"] = (globals()["_bf16"], bf16_s)
+    if not args.skip_w8a8:
+        q = preset("w8a8-real-int8")
+        calib = load_eval_set(str(REPO / "data/fixture/manifest.jsonl"), 16).clips
+        quantized = quantize_model(model, q, calibrate_on_audio(model, calib, q, 8))
+        tq = Transcriber(
+            quantized.model,
+            batch_size=args.batch_size,
+            intercept=quantized.intercept,
+            intercept_state=quantized.state,
+        )
+        tq.transcribe_arrays(clips[:1])
+        w8a8_s = _timed(lambda: globals().__setitem__("_w8a8", tq.transcribe_arrays(clips)))
+        results["jaxwhisper w8a8 int8"] = (globals()["_w8a8"], w8a8_s)
     results["faster-whisper f32"] = run_faster_whisper(clips, "float32")
     if not args.skip_int8:
         results["faster-whisper int8"] = run_faster_whisper(clips, "int8")
