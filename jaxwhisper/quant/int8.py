@@ -43,8 +43,10 @@ def _shift(symmetric: bool) -> int:
     return 0 if symmetric else 128
 
 
-# The decoder's token embedding, which is also its output projection (tied).
+# The decoder's token embedding, which is also its output projection (tied), and the
+# activation point that projection reads.
 EMBEDDING = "decoder/embed_tokens"
+LOGITS_INPUT = "decoder/layer_norm/output"
 
 
 def _kernel(w: jax.Array, qcfg: QuantConfig) -> dict[str, jax.Array]:
@@ -138,8 +140,6 @@ def integer_dense_interceptor(
     dense = int8_dense if real else emulated_dense
     on_point = fakequant.point_quantizer(ranges, qcfg, config)
 
-    logits_input = f"{EMBEDDING.split('/')[0]}/layer_norm/output"
-
     def interceptor(next_fun, args, kwargs, context):
         module, method = context.module, context.method_name
         path = "/".join(module.path)
@@ -158,11 +158,11 @@ def integer_dense_interceptor(
         if (
             method == "output_logits"
             and f"{path}/embed_tokens" in kernels
-            and not qcfg.is_excluded(logits_input, config.encoder_layers)
+            and not qcfg.is_excluded(LOGITS_INPUT, config.encoder_layers)
         ):
             # Its input is the final LayerNorm's output, already on that point's grid.
             x = args[0].astype(jnp.float32)
-            return dense(x, kernels[f"{path}/embed_tokens"], ranges[logits_input], None, qcfg)
+            return dense(x, kernels[f"{path}/embed_tokens"], ranges[LOGITS_INPUT], None, qcfg)
         return fakequant.activation_points(next_fun, args, kwargs, context, on_point)
 
     return nn.intercept_methods(interceptor)
