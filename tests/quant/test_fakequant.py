@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from captures import decoder_final_layer_norm
 
 from jaxwhisper.models.config import WhisperConfig
 from jaxwhisper.models.whisper import Whisper, init_params
@@ -80,21 +81,12 @@ def test_one_quantized_point_matches_numpy(params):
     with fakequant.activation_interceptor(ranges, q, CFG):
         logits = Whisper(CFG).apply({"params": params}, mel, tokens)
 
-    captured = {}
-
-    def grab(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and context.module.path == ("decoder", "layer_norm"):
-            captured["ln"] = out
-        return out
-
-    with nn.intercept_methods(grab):
-        Whisper(CFG).apply({"params": params}, mel, tokens)
+    final_ln = decoder_final_layer_norm(CFG, params, mel, tokens)
     lo, hi = ranges["decoder/layer_norm/output"]
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     s = (hi - lo) / 255
     z = np.round(-lo / s)
-    ln = np.asarray(captured["ln"], np.float64)
+    ln = np.asarray(final_ln, np.float64)
     q_ln = (np.clip(np.round(ln / s) + z, 0, 255) - z) * s
     ref = q_ln @ np.asarray(params["decoder"]["embed_tokens"]["embedding"], np.float64).T
     np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)

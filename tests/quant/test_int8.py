@@ -1,11 +1,11 @@
 """Real INT8 Dense layers (and the int8 token embedding) against fake quantization: the same
 numbers up to float rounding."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from captures import decoder_final_layer_norm
 from jaxprs import dot_generals
 
 from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder
@@ -102,17 +102,8 @@ def test_logits_are_an_int8_matmul_with_the_embedding_codes():
     ]  # fmt: skip
     assert len(int8_dots) == 1
 
-    captured = {}
-
-    def grab(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and context.module.path == ("decoder", "layer_norm"):
-            captured["ln"] = out
-        return out
-
-    with nn.intercept_methods(grab):
-        Whisper(CFG).apply({"params": qp}, mel, tokens)
-    ln = np.asarray(Q.fake_quant(captured["ln"], Q.qparams(*ranges[only], 8)), np.float64)
+    final_ln = decoder_final_layer_norm(CFG, qp, mel, tokens)
+    ln = np.asarray(Q.fake_quant(final_ln, Q.qparams(*ranges[only], 8)), np.float64)
     table = np.asarray(qp["decoder"]["embed_tokens"]["embedding"], np.float64)
     np.testing.assert_allclose(logits(mel, tokens), ln @ table.T, rtol=1e-5, atol=1e-5)
 
