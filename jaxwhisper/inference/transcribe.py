@@ -34,6 +34,7 @@ from jaxwhisper.inference.inputs import Utterance, read_ahead
 from jaxwhisper.inference.longform import LongformDecoder, LongformOptions, LongformResult
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S, TimestampIds
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
+from jaxwhisper.models.precision import inference_config
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.spmd import host_row_devices
 
@@ -112,14 +113,15 @@ class Transcriber:
             model.tokenizer_dir, model.config.is_multilingual, language=language, task=task
         )
         tok = self.tokenizer
-        options = DecodeOptions(tok.prefix, tok.eot, tok.suppress_tokens, tok.suppress_at_begin)
-        decoder = make_greedy_decoder(model.config, options, intercept)
-        n_mels = model.config.n_mels
-
         # Rows are sharded over this host's devices (the most that divide the batch size);
         # params are replicated. Each host decodes its own inputs: no cross-host traffic.
         devices = list(devices or host_row_devices())
         n_dev = math.gcd(batch_size, len(devices))
+        self.config = inference_config(model.config, devices[0].platform)
+        options = DecodeOptions(tok.prefix, tok.eot, tok.suppress_tokens, tok.suppress_at_begin)
+        decoder = make_greedy_decoder(self.config, options, intercept)
+        n_mels = model.config.n_mels
+
         self.mesh = Mesh(np.asarray(devices[:n_dev]), ("data",))
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
         self._replicated, self._rows = replicated, rows
@@ -151,7 +153,7 @@ class Transcriber:
         `timestamps` value, on first use); `valid` [batch] marks the rows that hold a window,
         `temperature` [batch] and `seed` [batch] say how each row decodes."""
         if timestamps not in self._mel_runs:
-            tok, c = self.tokenizer, self.model.config
+            tok, c = self.tokenizer, self.config
             ids = None
             prefix = tok.prefix
             if timestamps:

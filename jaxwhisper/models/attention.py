@@ -147,7 +147,7 @@ class MultiHeadAttention(Tapped):
 
     def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values of `x` [batch, len, embed] -> two [batch, heads, len, head_dim]."""
-        dt = self.config.dtype
+        dt = self.config.attention_dtype
         return self._heads(self.k_proj(x).astype(dt)), self._heads(self.v_proj(x).astype(dt))
 
     def _gate(self, x: jax.Array) -> Optional[jax.Array]:
@@ -183,7 +183,7 @@ class MultiHeadAttention(Tapped):
           The output [batch, q, embed] and the updated cache (None without one).
         """
         c = self.config
-        q = (self._heads(self.q_proj(x)) * (c.head_dim**-0.5)).astype(c.dtype)
+        q = self._heads(self.q_proj(x)) * (c.head_dim**-0.5)
         new_cache = None
         if kv is not None:
             k, v = kv
@@ -203,9 +203,11 @@ class MultiHeadAttention(Tapped):
             def tapped_probs(scores):
                 return self.tap("attn_probs", probs_fn(self.tap("attn_scores", scores)))
 
-            ctx = blocked_attention(q, k.astype(q.dtype), v.astype(c.dtype), tapped_probs, _query_block(n_q))
+            dt = c.dtype
+            ctx = blocked_attention(q.astype(dt), k.astype(dt), v.astype(dt), tapped_probs, _query_block(n_q))
             return self._finish(x, ctx.transpose(0, 2, 1, 3)), new_cache
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        dt = c.attention_dtype
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q.astype(dt), k.astype(dt), preferred_element_type=jnp.float32)
         scores = self.tap("attn_scores", scores)  # before the causal mask's -inf stand-ins
         if self.causal:
             q_pos = offset + jnp.arange(n_q)
@@ -214,9 +216,9 @@ class MultiHeadAttention(Tapped):
             scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = probs_fn(scores)
         probs = self.tap("attn_probs", probs)
-        # bf16 probabilities and values, summed in float32 (as the scores above).
+        # Probabilities and values in the attention dtype, summed in float32 (as the scores).
         ctx = jnp.einsum(
-            "bhqk,bhkd->bqhd", probs.astype(c.dtype), v.astype(c.dtype), preferred_element_type=jnp.float32
+            "bhqk,bhkd->bqhd", probs.astype(dt), v.astype(dt), preferred_element_type=jnp.float32
         )
         return self._finish(x, ctx), new_cache
 

@@ -8,7 +8,7 @@ config is an error, not a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 GATE_TYPES = ("none", "shared", "per_head")
 
@@ -42,6 +42,11 @@ class WhisperConfig:
         bfloat16 they accumulate in float32 (models/precision.py). Softmax, LayerNorm, the
         residual stream and the logits stay f32.
       param_dtype: parameter dtype.
+      kv_dtype: dtype of the keys and values that decoding keeps (cross-attention keys and
+        values, the self-attention cache) and of the attention products outside the
+        encoder's tiled path; None means `dtype`. Inference on CPU sets float32 for a
+        bfloat16 model (`precision.inference_config`): XLA:CPU runs the one-query bf16
+        products of a decoding step on a slow path.
       remat: recompute each residual block's activations in the backward pass
         (`nn.remat`) instead of keeping them: training memory for compute; the forward
         values are unchanged.
@@ -69,6 +74,7 @@ class WhisperConfig:
     softmax_clip_zeta: float = 1.0
     dtype: str = "float32"
     param_dtype: str = "float32"
+    kv_dtype: Optional[str] = None
     remat: bool = False
     gated_encoder: bool = True
     gated_cross_attention: bool = True
@@ -88,10 +94,17 @@ class WhisperConfig:
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 raise ValueError(f"{name} must be float32, bfloat16 or float16")
+        if self.kv_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError("kv_dtype must be None, float32, bfloat16 or float16")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def attention_dtype(self) -> str:
+        """The dtype of decoding's keys/values and of the untiled attention products."""
+        return self.kv_dtype or self.dtype
 
     @property
     def is_multilingual(self) -> bool:

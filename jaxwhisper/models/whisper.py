@@ -238,7 +238,7 @@ def init_kv_cache(config: WhisperConfig, batch: int, max_len: Optional[int] = No
     """Zeroed self-attention caches, one per decoder layer, [batch, heads, max_len, head_dim]."""
     shape = (batch, config.n_heads, max_len or config.n_text_ctx, config.head_dim)
     return [
-        {"k": jnp.zeros(shape, config.dtype), "v": jnp.zeros(shape, config.dtype)}
+        {"k": jnp.zeros(shape, config.attention_dtype), "v": jnp.zeros(shape, config.attention_dtype)}
         for _ in range(config.decoder_layers)
     ]
 

@@ -12,7 +12,7 @@ from jaxprs import dot_generals
 
 from jaxwhisper.models import precision
 from jaxwhisper.models.config import WhisperConfig
-from jaxwhisper.models.whisper import Whisper, init_params
+from jaxwhisper.models.whisper import Whisper, init_kv_cache, init_params
 
 U32 = 2.0**-24  # unit roundoff of float32
 SMALL = WhisperConfig(
@@ -173,3 +173,50 @@ def test_bf16_transcripts_of_real_speech_are_within_3_points_of_f32_wer(tiny_en,
     }
     assert wer["f32"] < 15.0  # percent; the float model transcribes these clips (sanity of the setup)
     assert wer["bf16"] <= wer["f32"] + 3.0, wer
+
+
+def test_inference_config_keeps_decoding_keys_and_values_in_f32_on_cpu_only():
+    bf16 = SMALL.replace(dtype="bfloat16")
+    assert precision.inference_config(bf16, "cpu").kv_dtype == "float32"
+    assert precision.inference_config(bf16, "cpu").dtype == "bfloat16"
+    assert precision.inference_config(bf16, "gpu") == bf16
+    assert precision.inference_config(bf16, "tpu") == bf16
+    assert precision.inference_config(SMALL, "cpu") == SMALL  # float32: nothing to change
+    explicit = bf16.replace(kv_dtype="bfloat16")
+    assert precision.inference_config(explicit, "cpu") == explicit  # a choice already made
+
+
+def test_f32_keys_and_values_move_only_the_attention_products_of_decoding():
+    """bf16 model, kv_dtype float32: a decoding step's Dense layers keep bf16 operands, its
+    attention products (self and cross) and cache are float32; the encoder's tiled
+    attention stays bf16."""
+    config = SMALL.replace(dtype="bfloat16", kv_dtype="float32", n_audio_ctx=512)
+    params = init_params(config, jax.random.PRNGKey(0))
+    model = Whisper(config)
+    mel = jnp.zeros((1, 80, 1024), jnp.float32)
+    enc_dots = list(
+        dot_generals(
+            jax.make_jaxpr(lambda p: model.apply({"params": p}, mel, method=Whisper.encode))(params).jaxpr
+        )
+    )
+    # Per block: q, k, v, out, fc1, fc2 and the two einsums of the tiles (512 queries) in
+    # bf16; the shared gate in f32.
+    enc_bf16 = [e for e in enc_dots if e.invars[0].aval.dtype == jnp.bfloat16]
+    assert len(enc_bf16) == 2 * 8 and all(e.invars[1].aval.dtype == jnp.bfloat16 for e in enc_bf16)
+    assert len(enc_dots) == 2 * 8 + 2
+
+    enc = jnp.zeros((1, 512, config.d_model), jnp.bfloat16)
+    cross = model.apply({"params": params}, enc, method=Whisper.cross_kv)
+    assert all(k.dtype == jnp.float32 and v.dtype == jnp.float32 for k, v in cross)
+    cache = init_kv_cache(config, 1)
+    assert all(c["k"].dtype == jnp.float32 for c in cache)
+    step = lambda p: model.apply(  # noqa: E731
+        {"params": p}, jnp.zeros((1, 1), jnp.int32), cross, cache, 3, method=Whisper.decode
+    )
+    dots = list(dot_generals(jax.make_jaxpr(step)(params).jaxpr))
+    bf16 = [e for e in dots if e.invars[0].aval.dtype == jnp.bfloat16]
+    f32 = [e for e in dots if e.invars[0].aval.dtype == jnp.float32]
+    # Per block: self q, k, v, out, cross q, out, fc1, fc2 in bf16; the four attention
+    # products, the two shared gates in f32; and the tied logits.
+    assert len(bf16) == 2 * 8 and all(e.invars[1].aval.dtype == jnp.bfloat16 for e in bf16)
+    assert len(f32) == 2 * (4 + 2) + 1 and all(e.invars[1].aval.dtype == jnp.float32 for e in f32)
