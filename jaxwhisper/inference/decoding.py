@@ -62,7 +62,12 @@ def _intercepted(intercept: Optional[Intercept], state: Any) -> ContextManager:
 
 
 def _encode_and_prefill(
-    model: Whisper, variables: dict, mel: jax.Array, prefix: np.ndarray, valid: Optional[jax.Array] = None
+    model: Whisper,
+    variables: dict,
+    mel: jax.Array,
+    prefix: np.ndarray,
+    max_new: int,
+    valid: Optional[jax.Array] = None,
 ):
     """Encoder, cross-attention keys/values and the forced prefix through the decoder.
 
@@ -75,6 +80,8 @@ def _encode_and_prefill(
     Args:
       mel: features [batch, n_mels, 3000].
       prefix: forced tokens [n_prefix] int32.
+      max_new: tokens the loop may generate: the self-attention cache holds the prefix and
+        them (a window's 224-token budget needs half of the 448 positions).
       valid: [batch] bool; a False row (padding) skips the encoder and gets zero keys and
         values (the tail of a long-form run has fewer windows than rows, and the encoder is
         most of a window's cost).
@@ -100,7 +107,7 @@ def _encode_and_prefill(
 
         cross = jax.lax.map(lambda row: jax.lax.cond(row[1], encode_row, skip, row[0]), (mel, valid))
     cross = jax.tree.map(lambda x: x[:, 0], cross)
-    cache = init_kv_cache(config, batch, config.n_text_ctx)
+    cache = init_kv_cache(config, batch, len(prefix) + max_new)
     tokens = jnp.broadcast_to(jnp.asarray(prefix), (batch, len(prefix)))
     logits, cache = model.apply(variables, tokens, cross, cache, 0, method=Whisper.decode)
     return cross, cache, logits
@@ -141,7 +148,7 @@ def make_greedy_decoder(
     def _decode(params, mel, valid):
         variables = {"params": params}
         batch = mel.shape[0]
-        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, valid)
+        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, max_new, valid)
         first = jnp.argmax(logits[:, -1] + begin, axis=-1).astype(jnp.int32)
         if valid is not None:
             first = jnp.where(valid, first, eot)
@@ -285,7 +292,7 @@ def make_segment_decoder(
             lp = jnp.take_along_axis(log_probs, nxt[:, None], axis=-1)[:, 0]
             return jnp.where(done, eot, nxt), jnp.where(done, 0.0, lp)
 
-        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, valid)
+        cross, cache, logits = _encode_and_prefill(model, variables, mel, prefix, max_new, valid)
         no_speech = jax.nn.softmax(logits[:, sot_index].astype(jnp.float32), axis=-1)[:, options.no_speech]
         first, sum_lp = pick(logits[:, -1].astype(jnp.float32) + begin, ~valid, 0)
         out = jnp.full((batch, max_new), eot, jnp.int32).at[:, 0].set(first)

@@ -14,6 +14,7 @@ output projection), `gate` [batch, q, 1 or heads] and `out` [batch, q, embed].
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -38,6 +39,17 @@ def _logit(p: float) -> float:
 def _query_block(length: int, target: int = 256) -> int:
     """The largest divisor of `length` not above `target` (1500 -> 250)."""
     return max(b for b in range(1, min(length, target) + 1) if length % b == 0)
+
+
+def cache_buckets(length: int, smallest: int = 64) -> tuple[int, ...]:
+    """Prefix lengths of a self-attention cache that a decoding step may attend over:
+    powers of two from `smallest`, then the whole cache (448 -> 64, 128, 256, 448)."""
+    sizes = []
+    size = smallest
+    while size < length:
+        sizes.append(size)
+        size *= 2
+    return tuple(sizes) + (length,)
 
 
 def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, probs_fn, block: int) -> jax.Array:
@@ -206,21 +218,37 @@ class MultiHeadAttention(Tapped):
             dt = c.dtype
             ctx = blocked_attention(q.astype(dt), k.astype(dt), v.astype(dt), tapped_probs, _query_block(n_q))
             return self._finish(x, ctx.transpose(0, 2, 1, 3)), new_cache
-        dt = c.attention_dtype
+        attend = functools.partial(self._attend, probs_fn=probs_fn, offset=offset)
+        if cache is not None and n_q == 1 and not self.is_mutable_collection("intermediates"):
+            # A decoding step attends over the shortest cache prefix that holds every
+            # position so far (the rest is masked anyway): the step reads 64-128 cached
+            # positions instead of all 448 for most tokens. The taps see that prefix.
+            lengths = cache_buckets(k.shape[2])
+            index = jnp.searchsorted(jnp.asarray(lengths), offset + n_q)
+            branches = [lambda q, k, v, n=n: attend(q, k[:, :, :n], v[:, :, :n]) for n in lengths]
+            ctx = jax.lax.switch(index, branches, q, k, v)
+        else:
+            ctx = attend(q, k, v)
+        return self._finish(x, ctx), new_cache
+
+    def _attend(self, q, k, v, probs_fn, offset) -> jax.Array:
+        """Untiled attention: q [batch, heads, q, head_dim] (scaled) over k, v [batch,
+        heads, k, head_dim] -> context [batch, q, heads, head_dim] (f32); causal from
+        `offset`."""
+        dt = self.config.attention_dtype
         scores = jnp.einsum("bhqd,bhkd->bhqk", q.astype(dt), k.astype(dt), preferred_element_type=jnp.float32)
         scores = self.tap("attn_scores", scores)  # before the causal mask's -inf stand-ins
         if self.causal:
-            q_pos = offset + jnp.arange(n_q)
+            q_pos = offset + jnp.arange(q.shape[2])
             k_pos = jnp.arange(k.shape[2])
             visible = k_pos[None, :] <= q_pos[:, None]
             scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = probs_fn(scores)
         probs = self.tap("attn_probs", probs)
         # Probabilities and values in the attention dtype, summed in float32 (as the scores).
-        ctx = jnp.einsum(
+        return jnp.einsum(
             "bhqk,bhkd->bqhd", probs.astype(dt), v.astype(dt), preferred_element_type=jnp.float32
         )
-        return self._finish(x, ctx), new_cache
 
     def use_blocked_attention(self, n_q: int, kv, cache) -> bool:
         """Long non-causal self-attention (the encoder) runs in query tiles, unless

@@ -205,8 +205,19 @@ class TextDecoder(Tapped):
     def output_logits(self, x: jax.Array) -> jax.Array:
         """The output projection, tied to the token embedding, in f32: x [batch, len, embed]
         -> logits [batch, len, vocab]. A method of its own so that an interceptor can compute
-        it another way (integer inference: `jaxwhisper.quant.int8`)."""
-        return x @ self.embed_tokens.embedding.astype(jnp.float32).T
+        it another way (integer inference: `jaxwhisper.quant.int8`).
+
+        In a low-precision model the operands are rounded to the compute dtype and the
+        products summed in f32, as in every other matmul (precision.py): the projection
+        reads the [vocab, embed] table once per decoding step, and in bf16 it reads half
+        the bytes."""
+        c = self.config
+        emb = self.embed_tokens.embedding
+        if precision.is_low_precision(c.dtype):
+            return jnp.einsum(
+                "...d,vd->...v", x.astype(c.dtype), emb.astype(c.dtype), preferred_element_type=jnp.float32
+            )
+        return x @ emb.astype(jnp.float32).T
 
 
 class Whisper(nn.Module):

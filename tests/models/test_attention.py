@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxwhisper.models.attention import MultiHeadAttention, _query_block, blocked_attention, clipped_softmax
+from jaxwhisper.models.attention import (
+    MultiHeadAttention,
+    _query_block,
+    blocked_attention,
+    cache_buckets,
+    clipped_softmax,
+)
 from jaxwhisper.models.config import WhisperConfig
 
 CFG = WhisperConfig(
@@ -182,3 +188,28 @@ def test_long_self_attention_takes_the_blocked_path_and_matches_numpy():
     assert "scan" in str(jax.make_jaxpr(lambda a: mha.apply({"params": p}, a))(x))
     out, _ = mha.apply({"params": p}, x)
     np.testing.assert_allclose(out, _mha_reference(p, x, c)[0], rtol=1e-4, atol=2e-5)
+
+
+def test_cache_buckets():
+    assert cache_buckets(448) == (64, 128, 256, 448)
+    assert cache_buckets(227) == (64, 128, 227)
+    assert cache_buckets(128) == (64, 128)
+    assert cache_buckets(32) == (32,)
+
+
+def test_decoding_steps_over_cache_prefixes_match_numpy_causal_attention():
+    """One query at a time with a 160-position cache (prefixes of 64, 128 and 160 positions):
+    at every position, across each prefix boundary, the output is the causal formula's."""
+    c = CFG.replace(n_text_ctx=160, gate="shared", gate_init_std=0.3)
+    n = 160
+    mha, p, x = _random(c, n=n, batch=2, causal=True)
+    want = _mha_reference(p, x, c, causal=True)[0]
+    shape = (2, c.n_heads, n, c.head_dim)
+    cache = {"k": jnp.zeros(shape), "v": jnp.zeros(shape)}
+    step = jax.jit(lambda xt, cache, t: mha.apply({"params": p}, xt, cache=cache, offset=t))
+    assert "cond" in str(jax.make_jaxpr(step)(jnp.asarray(x[:, :1]), cache, 0))  # the prefix switch
+    got = []
+    for t in range(n):
+        out, cache = step(jnp.asarray(x[:, t : t + 1]), cache, t)
+        got.append(out)
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, rtol=1e-4, atol=2e-5)
