@@ -30,6 +30,7 @@ from pathlib import Path
 
 from machine import describe  # bench/machine.py (the script's folder is on sys.path)
 
+from jaxwhisper import spmd
 from jaxwhisper.data.audio import load_audio
 from jaxwhisper.evaluation.longform_sets import join_clips, longest_deleted_run
 from jaxwhisper.evaluation.wer import word_error_rate
@@ -90,6 +91,8 @@ def main():
     p.add_argument("--skip-windows", action="store_true")
     p.add_argument("--bf16", action="store_true", help="also jaxwhisper with bfloat16 compute")
     args = p.parse_args()
+    # As `jaxwhisper transcribe` does: one CPU device per core decoding rows side by side.
+    spmd.use_cpu_cores(args.batch_size)
 
     rows = read_manifest(Path(args.manifest))
     clips = [(u.id, load_audio(u.audio), u.text or "") for u in rows if not u.error]

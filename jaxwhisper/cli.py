@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from jaxwhisper import distributed
+from jaxwhisper import distributed, spmd
 from jaxwhisper.commands import (
     CliError,
     cmd_convert,
@@ -25,6 +25,10 @@ from jaxwhisper.commands import (
     cmd_transcribe,
 )
 from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
+
+# Commands whose work is decoding: on CPU they split the cores into devices that decode
+# rows side by side (spmd.use_cpu_cores).
+DECODING_COMMANDS = ("transcribe", "evaluate", "pseudo-label")
 
 
 def _fallback_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,6 +166,8 @@ def main(argv=None) -> int:
     )
     if args.distributed:
         distributed.initialize()
+    elif args.command in DECODING_COMMANDS:
+        spmd.use_cpu_cores(args.batch_size)
 
     try:
         return args.func(args)

@@ -88,3 +88,43 @@ def test_inference_takes_at_most_one_cpu_device_per_core(monkeypatch):
     for cores, expected in ((1, 1), (2, 2), (3, 3), (16, 8)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
         assert host_row_devices() == jax.local_devices()[:expected]
+
+
+_FRESH_PROCESS = """
+import os
+from jaxwhisper import spmd
+spmd._cores = lambda: 3
+out = [spmd.use_cpu_cores(4)]  # 4 rows: one device
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+out.append(spmd.use_cpu_cores(16))  # chosen by the user: left alone
+del os.environ["XLA_FLAGS"]
+out.append(spmd.use_cpu_cores(16))  # 3 cores, 16 rows: 3 devices
+import jax
+out.append(len(jax.devices()))
+out.append(spmd.use_cpu_cores(16))  # JAX has started: nothing changes
+print(out)
+"""
+
+
+def test_use_cpu_cores_asks_for_one_device_per_core_before_jax_starts():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[-1, -1, 3, 3, -1]"
+
+
+def test_decoding_commands_split_the_cores_first(monkeypatch, capsys):
+    from jaxwhisper import cli
+
+    calls = []
+    monkeypatch.setattr(cli.spmd, "use_cpu_cores", lambda batch: calls.append(batch))
+    cli.main(["transcribe", "--batch-size", "8", "/nonexistent.wav"])
+    cli.main(["report", "--runs", "/nonexistent", "--output", "/nonexistent/report.md"])
+    assert calls == [8]  # transcribe only: report decodes nothing
+    capsys.readouterr()
