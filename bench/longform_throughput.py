@@ -120,7 +120,8 @@ def main():
         report(name, *results[name])
     systems = [("sequential", "float32", False), ("chunked", "float32", False), ("chunked", "float32", True)]
     systems += [] if args.skip_windows else [("windows", "float32", False)]
-    systems += [("sequential", "bfloat16", False), ("chunked", "bfloat16", True)] if args.bf16 else []
+    bf16 = [("sequential", "bfloat16", False), ("chunked", "bfloat16", False), ("chunked", "bfloat16", True)]
+    systems += bf16 if args.bf16 else []
     for mode, dtype, per_file in systems:
         name = f"jaxwhisper {mode} {'f32' if dtype == 'float32' else 'bf16'} b{args.batch_size}"
         name += ", 1 file/call" if per_file else ""

@@ -24,6 +24,7 @@ from jaxwhisper.commands import (
     cmd_report,
     cmd_transcribe,
 )
+from jaxwhisper.entry import use_compilation_cache
 from jaxwhisper.errors import USER_ERRORS, one_line, show_traceback
 
 # Commands whose work is decoding: on CPU they split the cores into devices that decode
@@ -168,6 +169,7 @@ def main(argv=None) -> int:
         distributed.initialize()
     elif args.command in DECODING_COMMANDS:
         spmd.use_cpu_cores(args.batch_size)
+    use_compilation_cache()
 
     try:
         return args.func(args)

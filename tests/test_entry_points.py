@@ -123,3 +123,19 @@ def test_bad_input_is_one_line_in_every_entry_point(bad_input_runs, name):
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and text in lines[0], err
     if name == "quantize.py":
         assert not (d / "q" / "float").exists()  # refused before the float model's evaluation
+
+
+def test_the_compilation_cache_goes_to_the_users_cache_folder_unless_chosen(monkeypatch, tmp_path):
+    import jax
+
+    from jaxwhisper.entry import use_compilation_cache
+
+    assert use_compilation_cache() is None  # conftest chose one through the environment
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        assert use_compilation_cache() == tmp_path / "jaxwhisper" / "jax"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jaxwhisper" / "jax")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
