@@ -133,6 +133,43 @@ def dense(features: int, dtype: Any, param_dtype: Any, **kwargs) -> nn.Dense:
     )
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def tied_logits(x: jax.Array, embedding: jax.Array, dtype: Any) -> jax.Array:
+    """The output projection tied to the token embedding: x [..., embed] times embedding
+    [vocab, embed] transposed -> logits [..., vocab] in float32, operands in `dtype`.
+
+    Written out for its backward pass: the embedding's gradient is computed as
+    `(x^T g)^T`, a [embed, vocab] product transposed, instead of XLA's `g^T x`, for which
+    XLA:CPU first copies the whole [vocab, tokens] logit gradient into a transposed layout:
+    the loss and projection's forward + backward for 768 tokens of tiny.en took 1.42 s that
+    way and 0.63 s this way (Sapphire Rapids, 2 cores). In a low-precision dtype both
+    backward products take the rounded cotangent and sum in float32, as `_dense_dot_bwd`.
+    """
+    return _tied_fwd(x, embedding, dtype)[0]
+
+
+def _tied_fwd(x, embedding, dtype):
+    xd, ed = x.astype(dtype), embedding.astype(dtype)
+    dims = (((x.ndim - 1,), (1,)), ((), ()))
+    y = jax.lax.dot_general(xd, ed, dims, preferred_element_type=jnp.float32)
+    return y, (xd, ed, jnp.zeros((0,), x.dtype), jnp.zeros((0,), embedding.dtype))
+
+
+def _tied_bwd(dtype, res, g):
+    xd, ed, x_like, e_like = res
+    g = g.astype(dtype)
+    lead = tuple(range(xd.ndim - 1))
+    dx = jax.lax.dot_general(g, ed, (((g.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    de_t = jax.lax.dot_general(xd, g, ((lead, lead), ((), ())), preferred_element_type=jnp.float32)
+    # The barrier keeps XLA from folding the transpose into the product's output layout
+    # (which would be the transposed copy again, and in bf16 a product XLA:CPU cannot run).
+    de = jax.lax.optimization_barrier(de_t).T
+    return dx.astype(x_like.dtype), de.astype(e_like.dtype)
+
+
+tied_logits.defvjp(_tied_fwd, _tied_bwd)
+
+
 def inference_config(config: WhisperConfig, platform: str) -> WhisperConfig:
     """The config to decode with on `platform` ("cpu", "gpu", "tpu").
 

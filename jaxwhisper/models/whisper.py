@@ -212,12 +212,8 @@ class TextDecoder(Tapped):
         reads the [vocab, embed] table once per decoding step, and in bf16 it reads half
         the bytes."""
         c = self.config
-        emb = self.embed_tokens.embedding
-        if precision.is_low_precision(c.dtype):
-            return jnp.einsum(
-                "...d,vd->...v", x.astype(c.dtype), emb.astype(c.dtype), preferred_element_type=jnp.float32
-            )
-        return x @ emb.astype(jnp.float32).T
+        dtype = c.dtype if precision.is_low_precision(c.dtype) else jnp.float32
+        return precision.tied_logits(x, self.embed_tokens.embedding, jnp.dtype(dtype))
 
 
 class Whisper(nn.Module):

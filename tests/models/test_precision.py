@@ -221,3 +221,27 @@ def test_f32_keys_and_values_move_only_the_attention_products_of_decoding():
     # the four attention products and the two shared gates in f32.
     assert len(bf16) == 2 * 8 + 1 and all(e.invars[1].aval.dtype == jnp.bfloat16 for e in bf16)
     assert len(f32) == 2 * (4 + 2) and all(e.invars[1].aval.dtype == jnp.float32 for e in f32)
+
+
+def test_tied_logits_gradients_are_those_of_the_plain_projection():
+    """f32: value and both gradients equal JAX's autodiff of `x @ E.T`; bf16: against float64
+    numpy on the bf16-rounded operands and cotangent (the products are exact in f32)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    e = (rng.standard_normal((40, 16)) * 0.1).astype(np.float32)
+    g = rng.standard_normal((2, 5, 40)).astype(np.float32)
+
+    def grads(fn):
+        y, vjp = jax.vjp(fn, jnp.asarray(x), jnp.asarray(e))
+        return (y, *vjp(jnp.asarray(g)))
+
+    got = grads(lambda a, b: precision.tied_logits(a, b, jnp.dtype(jnp.float32)))
+    want = grads(lambda a, b: a @ b.T)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    y, dx, de = grads(lambda a, b: precision.tied_logits(a, b, jnp.dtype(jnp.bfloat16)))
+    assert y.dtype == dx.dtype == de.dtype == jnp.float32
+    xr, er, gr = _bf16(x), _bf16(e), _bf16(g)
+    for value, ref in ((y, xr @ er.T), (dx, gr @ er), (de, np.einsum("btv,btd->vd", gr, xr))):
+        np.testing.assert_allclose(np.asarray(value, np.float64), ref, rtol=1e-5, atol=1e-5)
