@@ -39,7 +39,7 @@ DISTRIBUTED_HELP = (
 def use_compilation_cache() -> Optional[Path]:
     """Turns on JAX's persistent compilation cache in the user's cache folder
     (`$XDG_CACHE_HOME` or `~/.cache`, then `jaxwhisper/jax`) and returns it; None where the
-    user chose (`JAX_COMPILATION_CACHE_DIR`, empty for none).
+    user chose (`JAX_COMPILATION_CACHE_DIR`, empty for none) or the folder cannot be made.
 
     A process compiles its decoders and steps afresh, seconds each on CPU (the tiny.en
     decoder: about 5 s before the first transcript); with the cache a later run with the
@@ -51,6 +51,11 @@ def use_compilation_cache() -> Optional[Path]:
     import jax
 
     path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jaxwhisper" / "jax"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # no cache rather than a warning at every compilation
+        logging.getLogger(__name__).info("no compilation cache: %s", one_line(e))
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     return path
 

@@ -137,5 +137,8 @@ def test_the_compilation_cache_goes_to_the_users_cache_folder_unless_chosen(monk
     try:
         assert use_compilation_cache() == tmp_path / "jaxwhisper" / "jax"
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jaxwhisper" / "jax")
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # not a folder
+        assert use_compilation_cache() is None
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
