@@ -161,8 +161,9 @@ def test_dense_attention_matches_numpy(causal):
 
 
 def test_query_block():
-    assert _query_block(1500) == 250
-    assert _query_block(512) == 256
+    assert _query_block(1500) == 500
+    assert _query_block(512) == 512
+    assert _query_block(1500, 256) == 250
     assert _query_block(1009) == 1  # a prime above the target: one query per tile
     assert _query_block(97) == 97
     assert _query_block(100) == 100
