@@ -21,6 +21,11 @@ are faster-whisper's (`WhisperModel.generate_segments`):
   any sequential recording, so nothing inside a chunk is dropped, and the cuts fall in pauses
   rather than inside words. The price: Whisper sees each chunk without the audio before it.
 
+Windows are decoded in a batch of slots (`SlotEngine`; the model's is
+`decoding.make_window_engine`): a window takes a slot as soon as one is free and leaves it
+when it ends, so the batch does not wait for its longest window (a batch decoded to its
+longest row left a quarter of the row-steps of a long-form run idle).
+
 Options as faster-whisper's: a window is skipped as silence when its no-speech probability
 exceeds `no_speech_threshold` unless its average log-prob exceeds `log_prob_threshold`.
 
@@ -37,7 +42,7 @@ import collections
 import dataclasses
 import logging
 import zlib
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
@@ -211,14 +216,35 @@ class _Window:
         self.tried: list[Decoded] = []
 
 
+class SlotEngine(Protocol):
+    """A batch of decoding slots that windows join and leave one at a time
+    (`transcribe.Transcriber`'s, on the model; tests script their own).
+
+    Attributes:
+      rows: slots in the batch.
+    """
+
+    rows: int
+
+    def free(self) -> int:
+        """Slots not holding a window."""
+
+    def admit(self, items: list[tuple[np.ndarray, float, int]]) -> list[int]:
+        """Puts windows `(mel [n_mels, 3000] f32, temperature, seed)` in free slots (at most
+        `free()` of them); returns their slots. May dispatch asynchronously."""
+
+    def advance(self) -> list[tuple[int, np.ndarray, float, float]]:
+        """Decodes the held windows some steps; returns `(slot, tokens [max_new] int32 with
+        eot after the end, sum_logprob, no_speech_prob)` for each window that ended (its slot
+        is free again)."""
+
+
 class LongformDecoder:
-    """Feeds files' windows to a batched decoder and turns its output into segments.
+    """Feeds files' windows to a slot engine and turns its output into segments.
 
     Args:
-      run: `run(mel [batch, n_mels, 3000] f32, valid [batch] bool, temperature [batch] f32,
-        seed [batch] int32) -> (tokens, sum_logprob, no_speech_prob)`, dispatched
-        asynchronously (device arrays; read when the batch is finished).
-      batch_size: rows per call; partial batches are padded with zeros (`valid` False).
+      engine: the decoder (`SlotEngine`): a window takes a free slot as soon as there is
+        one, so the batch stays full while windows end at different lengths.
       n_mels: mel bins of the model.
       eot, timestamp_begin: ids.
       decode_text: ids -> text (for the compression ratio).
@@ -227,19 +253,18 @@ class LongformDecoder:
 
     def __init__(
         self,
-        run: Callable,
-        batch_size: int,
+        engine: SlotEngine,
         n_mels: int,
         eot: int,
         timestamp_begin: int,
         decode_text: Callable[[list[int]], str],
         options: LongformOptions,
     ):
-        self.run, self.batch_size, self.n_mels = run, batch_size, n_mels
+        self.engine, self.n_mels = engine, n_mels
         self.eot, self.timestamp_begin, self.decode_text = eot, timestamp_begin, decode_text
         self.options = options
         self.ready: collections.deque = collections.deque()  # (window, sample) rows to decode
-        self.in_flight = None
+        self.slots: dict[int, tuple[_Window, int]] = {}  # the engine's slots in use
         self.finished: list[_File] = []  # files with no window at all (under 10 ms)
         self._files = 0  # files added so far: each file's index seeds its samples
 
@@ -292,45 +317,36 @@ class LongformDecoder:
         return zlib.crc32(data) & 0x7FFFFFFF
 
     def pump(self, final: bool = False) -> Iterator[tuple[object, LongformResult]]:
-        """Dispatches full batches (all remaining rows when `final`); yields finished files."""
+        """Decodes while every slot is busy (until nothing is left when `final`); yields
+        finished files. Without `final` it returns once a slot waits for more input."""
         while self.finished:
             yield from self._completed(self.finished.pop(0))
         while True:
-            if len(self.ready) >= self.batch_size:
-                yield from self._dispatch()
-            elif final and self.in_flight is not None:
-                # Wait for the batch in flight: its files' next windows fill the next batch.
-                flight, self.in_flight = self.in_flight, None
-                yield from self._finish(flight)
-            elif final and self.ready:
-                yield from self._dispatch()
-            else:
+            self._fill()
+            if not self.slots or (not final and self.engine.free()):
                 return
+            for slot, tokens, sum_lp, no_speech in self.engine.advance():
+                w, _ = self.slots.pop(slot)
+                yield from self._decoded(w, tokens, sum_lp, no_speech)
 
-    def _dispatch(self):
-        rows = [self.ready.popleft() for _ in range(min(self.batch_size, len(self.ready)))]
-        mel = np.zeros((self.batch_size, self.n_mels, N_FRAMES), np.float32)
-        temperature = np.zeros((self.batch_size,), np.float32)
-        seed = np.zeros((self.batch_size,), np.int32)
-        for i, (w, j) in enumerate(rows):
-            mel[i] = window_features(w.file.features, w.seek)[0]
-            temperature[i], seed[i] = self._temperature(w), self._seed(w, j)
-        valid = np.arange(self.batch_size) < len(rows)
-        flight = (self.run(mel, valid, temperature, seed), rows)
-        previous, self.in_flight = self.in_flight, flight
-        if previous is not None:
-            yield from self._finish(previous)
+    def _fill(self) -> None:
+        rows = [self.ready.popleft() for _ in range(min(self.engine.free(), len(self.ready)))]
+        if not rows:
+            return
+        items = [
+            (window_features(w.file.features, w.seek)[0], self._temperature(w), self._seed(w, j))
+            for w, j in rows
+        ]
+        for slot, row in zip(self.engine.admit(items), rows):
+            self.slots[slot] = row
 
-    def _finish(self, flight):
-        (tokens, sum_lp, no_speech), rows = flight
-        tokens, sum_lp, no_speech = np.asarray(tokens), np.asarray(sum_lp), np.asarray(no_speech)
-        for i, (w, _) in enumerate(rows):
-            row = tokens[i].tolist()
-            ids = row[: row.index(self.eot)] if self.eot in row else row
-            ratio = compression_ratio(self.decode_text(ids).strip())
-            w.samples.append(Decoded(ids, float(sum_lp[i]), float(no_speech[i]), ratio))
-            if len(w.samples) == self._rows(w):
-                yield from self._attempted(w)
+    def _decoded(self, w: _Window, tokens: np.ndarray, sum_lp: float, no_speech: float):
+        row = np.asarray(tokens).tolist()
+        ids = row[: row.index(self.eot)] if self.eot in row else row
+        ratio = compression_ratio(self.decode_text(ids).strip())
+        w.samples.append(Decoded(ids, float(sum_lp), float(no_speech), ratio))
+        if len(w.samples) == self._rows(w):
+            yield from self._attempted(w)
 
     def _attempted(self, w: _Window):
         """Takes the window's attempt: retries it at the next temperature, or places its

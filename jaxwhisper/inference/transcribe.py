@@ -22,23 +22,110 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
-from jaxwhisper.data.features import HOP, N_SAMPLES, SAMPLE_RATE, log_mel_batch
+from jaxwhisper.data.features import HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_batch
 from jaxwhisper.inference.decoding import (
     DecodeOptions,
     SegmentOptions,
     make_greedy_decoder,
-    make_segment_decoder,
+    make_window_engine,
     strip_tokens,
 )
 from jaxwhisper.inference.inputs import Utterance, read_ahead
 from jaxwhisper.inference.longform import LongformDecoder, LongformOptions, LongformResult
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S, TimestampIds
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
-from jaxwhisper.models.precision import inference_config
+from jaxwhisper.models.precision import inference_config, inference_variables
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.spmd import host_row_devices
 
 log = logging.getLogger(__name__)
+
+
+class DeviceSlots:
+    """The long-form `SlotEngine` of a Transcriber: `rows` slots split evenly over its
+    devices, each device decoding its own slots (`WindowEngine` under `shard_map`).
+
+    One `advance` decodes until a window ends on any device, so its slot is refilled at
+    once; a round trip to the host per window (reading which ended, then admitting the
+    next) costs well under a millisecond against ~15 ms per tiny.en decoding step.
+    Admitting windows takes one window per device per call, so devices encode their new
+    windows in parallel.
+    """
+
+    def __init__(self, compiled: tuple[Callable, Callable, Callable], transcriber: "Transcriber"):
+        t = transcriber
+        self.rows = t.batch_size
+        self.devices = t.mesh.devices.size
+        self.per_device = self.rows // self.devices
+        self.n_mels = t.model.config.n_mels
+        self._t = t
+        self._init, self._admit, self._advance = compiled
+        self.state = None  # the device arrays, made on first use
+        self.active = np.zeros((self.rows,), bool)
+
+    @staticmethod
+    def compile(engine, transcriber: "Transcriber") -> tuple[Callable, Callable, Callable]:
+        """The jitted (init, admit, advance) of `engine` on the transcriber's devices; shared by
+        every DeviceSlots of one kind (each holds its own state)."""
+        t = transcriber
+        init = jax.jit(functools.partial(engine.init, t.batch_size), out_shardings=t._rows)
+        admit = t._per_device(
+            lambda w, state, *rows: engine.admit(w[0], state, *rows, w[1]), row_args=5, donate=(1,)
+        )
+        advance = t._per_device(
+            lambda w, state, active: engine.advance(w[0], state, active, engine.max_new, w[1], True, "data"),
+            row_args=2,
+            donate=(1,),
+        )
+        return init, admit, advance
+
+    def free(self) -> int:
+        return int(np.sum(~self.active))
+
+    def admit(self, items: list[tuple[np.ndarray, float, int]]) -> list[int]:
+        if self.state is None:
+            self.state = self._init()
+        # Each window goes to the device with the most free slots.
+        queues: list[list] = [[] for _ in range(self.devices)]
+        slots = []
+        for item in items:
+            free = [
+                np.flatnonzero(~self.active[d * self.per_device : (d + 1) * self.per_device])
+                for d in range(self.devices)
+            ]
+            d = max(range(self.devices), key=lambda d: len(free[d]))
+            if not len(free[d]):
+                raise ValueError(f"admit: {len(items)} windows for {self.free()} free slots")
+            local = int(free[d][0])
+            self.active[d * self.per_device + local] = True
+            slots.append(d * self.per_device + local)
+            queues[d].append((local, item))
+        put = functools.partial(jax.device_put, device=self._t._rows)
+        for call in range(max(len(q) for q in queues)):
+            mel = np.zeros((self.devices, self.n_mels, N_FRAMES), np.float32)
+            local = np.full((self.devices,), -1, np.int32)
+            temperature = np.zeros((self.devices,), np.float32)
+            seed = np.zeros((self.devices,), np.int32)
+            for d, q in enumerate(queues):
+                if call < len(q):
+                    local[d], (mel[d], temperature[d], seed[d]) = q[call]
+            self.state = self._admit(
+                self._t._weights(), self.state, *map(put, (mel, local, temperature, seed))
+            )
+        return slots
+
+    def advance(self) -> list[tuple[int, np.ndarray, float, float]]:
+        if not self.active.any():
+            return []
+        active = jax.device_put(self.active, self._t._rows)
+        self.state = self._advance(self._t._weights(), self.state, active)
+        ended = np.flatnonzero(self.active & np.asarray(self.state["done"]))
+        if not ended.size:
+            return []
+        tokens = np.asarray(self.state["tokens"])
+        sum_lp, no_speech = np.asarray(self.state["sum_logprob"]), np.asarray(self.state["no_speech_prob"])
+        self.active[ended] = False
+        return [(int(i), tokens[i], float(sum_lp[i]), float(no_speech[i])) for i in ended]
 
 
 class Transcriber:
@@ -146,39 +233,35 @@ class Transcriber:
         self.timestamps = timestamps
         self._intercept = intercept
         self._max_initial_index = round(max_initial_timestamp_s / TIME_PRECISION_S)
-        self._mel_runs: dict[bool, Callable] = {}
+        self._mel_runs: dict[bool, tuple] = {}
 
-    def _decode_windows(self, mel, valid, temperature, seed, timestamps: bool):
-        """Dispatches one batch of long-form windows [batch, n_mels, 3000] (one compilation per
-        `timestamps` value, on first use); `valid` [batch] marks the rows that hold a window,
-        `temperature` [batch] and `seed` [batch] say how each row decodes."""
+    def segment_options(self, timestamps: bool) -> SegmentOptions:
+        """How the long-form decoder decodes a window, with or without timestamps."""
+        tok, c = self.tokenizer, self.config
+        ids = None
+        prefix = tok.prefix
+        if timestamps:
+            ids = TimestampIds(
+                tok.timestamp_begin, c.n_vocab - 1, tok.eot, tok.no_timestamps, self._max_initial_index
+            )
+            prefix = prefix[:-1]  # no <|notimestamps|>
+        no_speech = tok.special_ids["no_speech"]
+        if no_speech is None:
+            raise ValueError(f"{tok.path}: tokenizer has no <|nospeech|> or <|nocaptions|>")
+        return SegmentOptions(prefix, tok.eot, no_speech, tok.suppress_tokens, tok.suppress_at_begin, ids)
+
+    def _window_engine(self, timestamps: bool) -> DeviceSlots:
+        """A long-form slot engine with its own slots (one compilation per `timestamps`
+        value, on first use)."""
         if timestamps not in self._mel_runs:
-            tok, c = self.tokenizer, self.config
-            ids = None
-            prefix = tok.prefix
-            if timestamps:
-                ids = TimestampIds(
-                    tok.timestamp_begin, c.n_vocab - 1, tok.eot, tok.no_timestamps, self._max_initial_index
-                )
-                prefix = prefix[:-1]  # no <|notimestamps|>
-            no_speech = tok.special_ids["no_speech"]
-            if no_speech is None:
-                raise ValueError(f"{tok.path}: tokenizer has no <|nospeech|> or <|nocaptions|>")
-            options = SegmentOptions(
-                prefix, tok.eot, no_speech, tok.suppress_tokens, tok.suppress_at_begin, ids
-            )
-            decoder = make_segment_decoder(c, options, self._intercept)
-            self._mel_runs[timestamps] = self._per_device(
-                lambda w, *rows: decoder(w[0], rows[0], rows[1], w[1], *rows[2:]), row_args=4
-            )
-        put = functools.partial(jax.device_put, device=self._rows)
-        return self._mel_runs[timestamps](self._weights(), *map(put, (mel, valid, temperature, seed)))
+            engine = make_window_engine(self.config, self.segment_options(timestamps), self._intercept)
+            self._mel_runs[timestamps] = DeviceSlots.compile(engine, self)
+        return DeviceSlots(self._mel_runs[timestamps], self)
 
     def _longform_decoder(self, mode: str) -> LongformDecoder:
         tok = self.tokenizer
         return LongformDecoder(
-            functools.partial(self._decode_windows, timestamps=mode != "windows"),
-            self.batch_size,
+            self._window_engine(timestamps=mode != "windows"),
             self.model.config.n_mels,
             tok.eot,
             tok.timestamp_begin,
@@ -186,7 +269,7 @@ class Transcriber:
             dataclasses.replace(self.longform, mode=mode),
         )
 
-    def _per_device(self, fn: Callable, row_args: int = 2) -> Callable:
+    def _per_device(self, fn: Callable, row_args: int = 2, donate: tuple[int, ...] = ()) -> Callable:
         """`fn((params, intercept state), *row arrays)` jitted so that each device runs it on
         its own rows.
 
@@ -199,7 +282,8 @@ class Transcriber:
         """
         in_specs = (P(),) + (P("data"),) * row_args
         return jax.jit(
-            jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P("data"), check_vma=False)
+            jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P("data"), check_vma=False),
+            donate_argnums=donate,
         )
 
     def _weights(self) -> tuple:
@@ -208,7 +292,8 @@ class Transcriber:
 
     def set_params(self, params) -> None:
         """Swaps in other weights of the same architecture (no recompilation)."""
-        self.params = jax.device_put(params, self._replicated)
+        # The decoders take variables with the low-precision operands stored cast.
+        self.params = jax.device_put(inference_variables(params, self.config), self._replicated)
 
     def _batch_arrays(self, clips: list[np.ndarray]) -> tuple[jax.Array, jax.Array]:
         audio = np.zeros((self.batch_size, self.window), np.float32)

@@ -52,6 +52,16 @@ def cache_buckets(length: int, smallest: int = 64) -> tuple[int, ...]:
     return tuple(sizes) + (length,)
 
 
+def _write_cache(cache: jax.Array, x: jax.Array, offset) -> jax.Array:
+    """`cache` [batch, heads, len, head_dim] with x [batch, heads, q, head_dim] written at
+    position `offset` (a scalar, or [batch] for rows at their own positions)."""
+    x = x.astype(cache.dtype)
+    if jnp.ndim(offset) == 0:
+        return jax.lax.dynamic_update_slice(cache, x, (0, 0, offset, 0))
+    write = lambda c, r, o: jax.lax.dynamic_update_slice(c, r, (0, o, 0))  # noqa: E731
+    return jax.vmap(write)(cache, x, offset)
+
+
 def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, probs_fn, block: int) -> jax.Array:
     """Non-causal attention one batch row, one head and `block` queries at a time.
 
@@ -193,7 +203,9 @@ class MultiHeadAttention(Tapped):
           x: queries' input [batch, q, embed] (already layer-normed).
           kv: cross-attention keys and values, each [batch, heads, k, head_dim].
           cache: self-attention cache; the keys/values of `x` are written at `offset`.
-          offset: position of x[:, 0] in the sequence (decoding with a cache).
+          offset: position of x[:, 0] in the sequence (decoding with a cache): a scalar, or
+            [batch] int32 when each row is at its own position (rows that joined a running
+            batch at different times, `decoding.make_window_engine`).
 
         Returns:
           The output [batch, q, embed] and the updated cache (None without one).
@@ -206,9 +218,7 @@ class MultiHeadAttention(Tapped):
         else:
             k, v = self.project_kv(x)
             if cache is not None:
-                start = (0, 0, offset, 0)
-                k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
-                v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+                k, v = _write_cache(cache["k"], k, offset), _write_cache(cache["v"], v, offset)
                 new_cache = {"k": k, "v": v}
         probs_fn = lambda s: clipped_softmax(s, c.softmax_clip_gamma, c.softmax_clip_zeta)  # noqa: E731
         n_q = x.shape[1]
@@ -223,10 +233,14 @@ class MultiHeadAttention(Tapped):
             ctx = blocked_attention(q.astype(dt), k.astype(dt), v.astype(dt), tapped_probs, _query_block(n_q))
             return self._finish(x, ctx.transpose(0, 2, 1, 3)), new_cache
         attend = functools.partial(self._attend, probs_fn=probs_fn, offset=offset)
-        if cache is not None and n_q == 1 and not self.is_mutable_collection("intermediates"):
+        per_row = jnp.ndim(offset) > 0
+        if cache is not None and n_q == 1 and not per_row and not self.is_mutable_collection("intermediates"):
             # A decoding step attends over the shortest cache prefix that holds every
             # position so far (the rest is masked anyway): the step reads 64-128 cached
             # positions instead of all 448 for most tokens. The taps see that prefix.
+            # Rows at their own positions attend over the whole cache: a prefix chosen by
+            # the batch's furthest row would make a row's last bits depend on its
+            # neighbours (a longer masked sum rounds differently).
             lengths = cache_buckets(k.shape[2])
             index = jnp.searchsorted(jnp.asarray(lengths), offset + n_q)
             branches = [lambda q, k, v, n=n: attend(q, k[:, :, :n], v[:, :, :n]) for n in lengths]
@@ -243,9 +257,9 @@ class MultiHeadAttention(Tapped):
         scores = jnp.einsum("bhqd,bhkd->bhqk", q.astype(dt), k.astype(dt), preferred_element_type=jnp.float32)
         scores = self.tap("attn_scores", scores)  # before the causal mask's -inf stand-ins
         if self.causal:
-            q_pos = offset + jnp.arange(q.shape[2])
-            k_pos = jnp.arange(k.shape[2])
-            visible = k_pos[None, :] <= q_pos[:, None]
+            # [batch or 1, 1, q, k]: per-row offsets give each row its own mask
+            q_pos = jnp.reshape(offset, (-1, 1, 1, 1)) + jnp.arange(q.shape[2])[:, None]
+            visible = jnp.arange(k.shape[2]) <= q_pos
             scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = probs_fn(scores)
         probs = self.tap("attn_probs", probs)

@@ -164,7 +164,7 @@ class TextDecoder(Tapped):
 
     def setup(self):
         c = self.config
-        self.embed_tokens = nn.Embed(
+        self.embed_tokens = precision.Embed(
             c.n_vocab,
             c.d_model,
             embedding_init=nn.initializers.normal(0.02),
@@ -191,7 +191,10 @@ class TextDecoder(Tapped):
         offset: jax.Array | int = 0,
     ) -> tuple[jax.Array, Optional[list[KVCache]]]:
         c = self.config
-        pos = jax.lax.dynamic_slice_in_dim(self.embed_positions, offset, tokens.shape[1])
+        if jnp.ndim(offset) == 0:
+            pos = jax.lax.dynamic_slice_in_dim(self.embed_positions, offset, tokens.shape[1])
+        else:  # [batch] offsets: each row at its own position
+            pos = self.embed_positions[jnp.reshape(offset, (-1, 1)) + jnp.arange(tokens.shape[1])]
         x = self.tap("embed", (self.embed_tokens(tokens) + pos.astype(c.dtype)).astype(c.dtype))
         new_cache = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
@@ -213,7 +216,10 @@ class TextDecoder(Tapped):
         the bytes."""
         c = self.config
         dtype = c.dtype if precision.is_low_precision(c.dtype) else jnp.float32
-        return precision.tied_logits(x, self.embed_tokens.embedding, jnp.dtype(dtype))
+        table = self.embed_tokens.embedding
+        if self.has_variable("cast", "embedding"):  # stored in `dtype` for decoding
+            table = self.get_variable("cast", "embedding")
+        return precision.tied_logits(x, table, jnp.dtype(dtype))
 
 
 class Whisper(nn.Module):

@@ -8,6 +8,7 @@ import types
 import jax
 import numpy as np
 import pytest
+from slot_engines import BatchSlots
 
 from jaxwhisper.inference.decoding import SegmentOptions, make_segment_decoder, sample_tokens
 from jaxwhisper.inference.fallback import FALLBACK_TEMPERATURES, compression_ratio
@@ -169,7 +170,7 @@ def test_the_kept_attempt_is_faster_whispers(caplog):
             sum_lp[i] = lp
         return tokens, sum_lp, no_speech
 
-    dec = LongformDecoder(run, 8, 2, EOT, BEGIN_TS, decode_text, options)
+    dec = LongformDecoder(BatchSlots(run, 8), 2, EOT, BEGIN_TS, decode_text, options)
     results = {}
     with caplog.at_level(logging.ERROR):
         for k in range(len(windows)):
@@ -211,7 +212,7 @@ def test_best_of_keeps_the_sample_with_the_highest_log_prob_per_token():
         return tokens, sum_lp, np.zeros(len(mel))
 
     options = LongformOptions("windows", temperatures=(0.0, 0.5), best_of=5)
-    dec = LongformDecoder(run, 4, 2, EOT, BEGIN_TS, decode_text, options)
+    dec = LongformDecoder(BatchSlots(run, 4), 2, EOT, BEGIN_TS, decode_text, options)
     dec.add_features(0, np.ones((2, 1001), np.float32))
     ((_, result),) = dec.pump(final=True)
     assert len(samples) == 5  # five distinct seeds
@@ -227,7 +228,7 @@ def test_one_temperature_is_greedy_and_keeps_a_loop(caplog):
         tokens[:, :20] = loop
         return tokens, np.full(len(mel), -2.0), np.zeros(len(mel))
 
-    dec = LongformDecoder(run, 2, 2, EOT, BEGIN_TS, decode_text, LongformOptions("windows"))
+    dec = LongformDecoder(BatchSlots(run, 2), 2, EOT, BEGIN_TS, decode_text, LongformOptions("windows"))
     dec.add_features(0, np.zeros((2, 1001), np.float32))
     with caplog.at_level(logging.WARNING):
         ((_, result),) = dec.pump(final=True)

@@ -4,6 +4,7 @@ import types
 
 import numpy as np
 import pytest
+from slot_engines import BatchSlots
 
 from jaxwhisper.data.features import log_mel_recording
 from jaxwhisper.inference.longform import (
@@ -88,7 +89,9 @@ def features(k: int, seconds: float) -> np.ndarray:
 
 def test_sequential_batches_hold_one_window_per_file_refilled_as_files_advance():
     calls = []
-    dec = LongformDecoder(fake_run(calls), 2, 2, EOT, BEGIN, lambda ids: "x", LongformOptions("sequential"))
+    dec = LongformDecoder(
+        BatchSlots(fake_run(calls), 2), 2, EOT, BEGIN, lambda ids: "x", LongformOptions("sequential")
+    )
     results = {}
     for k, seconds in enumerate([35.0, 62.0, 12.0]):
         dec.add_features(k, features(k + 1, seconds))
@@ -109,7 +112,9 @@ def test_sequential_batches_hold_one_window_per_file_refilled_as_files_advance()
 
 def test_windows_mode_decodes_consecutive_windows_in_one_batch():
     calls = []
-    dec = LongformDecoder(fake_run(calls), 4, 2, EOT, BEGIN, lambda ids: "x", LongformOptions("windows"))
+    dec = LongformDecoder(
+        BatchSlots(fake_run(calls), 4), 2, EOT, BEGIN, lambda ids: "x", LongformOptions("windows")
+    )
     dec.add_features(0, features(1, 95.0))
     results = dict(dec.pump(final=True))
     assert calls == [[(1, 0), (1, 3000), (1, 6000), (1, 9000)]]
@@ -123,7 +128,7 @@ def test_no_speech_window_is_skipped_unless_its_log_prob_is_high():
         # avg log-prob = sum / (3 tokens + 1): row 0 -2.0 (skipped), row 1 -0.5 (kept)
         return tokens, np.array([-8.0, -2.0]), np.array([0.9, 0.9])
 
-    dec = LongformDecoder(run, 2, 2, EOT, BEGIN, lambda ids: "x", LongformOptions("sequential"))
+    dec = LongformDecoder(BatchSlots(run, 2), 2, EOT, BEGIN, lambda ids: "x", LongformOptions("sequential"))
     dec.add_features(0, features(1, 5.0))
     dec.add_features(1, features(2, 5.0))
     results = dict(dec.pump(final=True))
@@ -132,7 +137,9 @@ def test_no_speech_window_is_skipped_unless_its_log_prob_is_high():
 
 def test_chunked_mode_batches_one_files_chunks_and_offsets_their_segments():
     calls = []
-    dec = LongformDecoder(fake_run(calls), 8, 2, EOT, BEGIN, lambda ids: "x", LongformOptions("chunked"))
+    dec = LongformDecoder(
+        BatchSlots(fake_run(calls), 8), 2, EOT, BEGIN, lambda ids: "x", LongformOptions("chunked")
+    )
     dec.add_features(0, features(1, 95.0))  # frame values rise: every cut at the earliest frame
     results = dict(dec.pump(final=True))
     # the five chunks [0, 20), [20, 40), ..., [80, 95) s share the first batch

@@ -214,3 +214,26 @@ def test_decoding_steps_over_cache_prefixes_match_numpy_causal_attention():
         out, cache = step(jnp.asarray(x[:, t : t + 1]), cache, t)
         got.append(out)
     np.testing.assert_allclose(np.concatenate(got, axis=1), want, rtol=1e-4, atol=2e-5)
+
+
+def test_rows_at_their_own_positions_match_numpy_causal_attention():
+    """Per-row offsets ([batch] positions, rows that joined a decoding batch at different
+    times): row 1 starts 25 steps after row 0 and each step writes and attends at the row's
+    own position. Every row's outputs are the causal formula's over its own sequence."""
+    c = CFG.replace(n_text_ctx=64, gate="per_head", gate_init_std=0.3)
+    n, lag = 40, 25
+    mha, p, x = _random(c, n=n, batch=2, causal=True)
+    want = _mha_reference(p, x, c, causal=True)[0]
+    shape = (2, c.n_heads, 64, c.head_dim)
+    cache = {"k": jnp.zeros(shape), "v": jnp.zeros(shape)}
+    step = jax.jit(lambda xt, cache, t: mha.apply({"params": p}, xt, cache=cache, offset=t))
+    got = {0: [], 1: []}
+    for t in range(n + lag):
+        pos = np.array([min(t, n - 1), max(t - lag, 0)], np.int32)  # a finished or waiting row
+        xt = np.stack([x[0, pos[0]], x[1, pos[1]]])[:, None]  # repeats its last/first token
+        out, cache = step(jnp.asarray(xt), cache, jnp.asarray(pos))
+        for r in (0, 1):
+            if (r == 0 and t < n) or (r == 1 and t >= lag):
+                got[r].append(np.asarray(out[r, 0]))
+    for r in (0, 1):
+        np.testing.assert_allclose(np.stack(got[r]), want[r], rtol=1e-4, atol=2e-5)

@@ -3,6 +3,7 @@ same bf16-rounded operands, the dot's result type in the jaxpr and the lowered S
 whole bf16 model, and the plain Flax Dense for float32."""
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -223,13 +224,15 @@ def test_f32_keys_and_values_move_only_the_attention_products_of_decoding():
     assert len(f32) == 2 * (4 + 2) and all(e.invars[1].aval.dtype == jnp.float32 for e in f32)
 
 
-def test_tied_logits_gradients_are_those_of_the_plain_projection():
+@pytest.mark.parametrize("rows", [(1, 1), (2, 5), (3, 40)])
+def test_tied_logits_gradients_are_those_of_the_plain_projection(rows):
     """f32: value and both gradients equal JAX's autodiff of `x @ E.T`; bf16: against float64
-    numpy on the bf16-rounded operands and cotangent (the products are exact in f32)."""
+    numpy on the bf16-rounded operands and cotangent (the products are exact in f32). One
+    row (padded to two), 10 rows (decoding's `E x^T`) and 120 (training's `x E^T`)."""
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    x = rng.standard_normal((*rows, 16)).astype(np.float32)
     e = (rng.standard_normal((40, 16)) * 0.1).astype(np.float32)
-    g = rng.standard_normal((2, 5, 40)).astype(np.float32)
+    g = rng.standard_normal((*rows, 40)).astype(np.float32)
 
     def grads(fn):
         y, vjp = jax.vjp(fn, jnp.asarray(x), jnp.asarray(e))
@@ -237,11 +240,60 @@ def test_tied_logits_gradients_are_those_of_the_plain_projection():
 
     got = grads(lambda a, b: precision.tied_logits(a, b, jnp.dtype(jnp.float32)))
     want = grads(lambda a, b: a @ b.T)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Two float32 sums of the same terms in any order differ by at most twice the sum bound
+    # (`_sum_error_bound`): K terms, K = 16, 40 and the number of rows.
+    ax, ae, ag = np.abs(x).astype(np.float64), np.abs(e).astype(np.float64), np.abs(g).astype(np.float64)
+    bounds = (16 * ax @ ae.T, 40 * ag @ ae, x.size // 16 * np.einsum("abv,abd->vd", ag, ax))
+    for a, b, bound in zip(got, want, bounds):
+        diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+        assert np.all(diff <= 2 * U32 * bound + 1e-12)
 
     y, dx, de = grads(lambda a, b: precision.tied_logits(a, b, jnp.dtype(jnp.bfloat16)))
     assert y.dtype == dx.dtype == de.dtype == jnp.float32
     xr, er, gr = _bf16(x), _bf16(e), _bf16(g)
     for value, ref in ((y, xr @ er.T), (dx, gr @ er), (de, np.einsum("btv,btd->vd", gr, xr))):
         np.testing.assert_allclose(np.asarray(value, np.float64), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_embed_gathers_the_values_of_flax_embed(dtype):
+    ids = jnp.asarray([[0, 7, 99], [3, 3, 50]])
+    table = np.random.default_rng(5).standard_normal((100, 8)).astype(np.float32)
+    ours = precision.Embed(100, 8, dtype=dtype).apply({"params": {"embedding": table}}, ids)
+    flax_ = nn.Embed(100, 8, dtype=dtype).apply({"params": {"embedding": table}}, ids)
+    assert ours.dtype == flax_.dtype == jnp.dtype(dtype)
+    assert np.array_equal(np.asarray(ours, np.float32), np.asarray(flax_, np.float32))
+
+
+@pytest.mark.parametrize("gate", ["shared", "per_head", "none"])
+def test_inference_variables_decode_the_same_bits(gate):
+    """bf16: the kernels of the bf16 Dense layers and a bf16 copy of the token embedding are
+    stored cast (the gates' float32 projection is not); a cached decoding step and the
+    encoder give exactly the logits and outputs of the plain params. float32: unchanged."""
+    c = SMALL.replace(dtype="bfloat16", kv_dtype="float32", gate=gate)
+    params = init_params(c, jax.random.PRNGKey(1))
+    v = precision.inference_variables(params, c)
+    flat = flax.traverse_util.flatten_dict(v["params"], sep="/")
+    cast = {k for k, a in flat.items() if a.dtype == jnp.bfloat16}
+    assert cast and all(k.split("/")[-2] in precision.CAST_KERNELS and k.endswith("kernel") for k in cast)
+    # per encoder block q, k, v, out, fc1, fc2; per decoder block 4 + 2 + 2
+    assert len(cast) == c.encoder_layers * 6 + c.decoder_layers * 10
+    assert all(a.dtype == jnp.float32 for k, a in flat.items() if k not in cast)
+    assert v["cast"]["decoder"]["embedding"].dtype == jnp.bfloat16
+
+    model = Whisper(c)
+    mel = jax.random.normal(jax.random.PRNGKey(2), (2, c.n_mels, 2 * c.n_audio_ctx))
+
+    def run(variables):
+        enc = model.apply(variables, mel, method=Whisper.encode)
+        cross = model.apply(variables, enc, method=Whisper.cross_kv)
+        cache = init_kv_cache(c, 2, c.n_text_ctx)
+        prefix = jnp.asarray([[1, 2, 3]] * 2)
+        logits, cache = model.apply(variables, prefix, cross, cache, 0, method=Whisper.decode)
+        step, _ = model.apply(variables, jnp.asarray([[4], [5]]), cross, cache, 3, method=Whisper.decode)
+        return enc, logits, step
+
+    for a, b in zip(jax.jit(run)({"params": params}), jax.jit(run)(v)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    f32 = SMALL.replace(gate=gate)
+    assert precision.inference_variables(params, f32) == {"params": params}
