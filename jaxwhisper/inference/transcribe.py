@@ -9,6 +9,7 @@ over 30 s (and every input when timestamps are asked for) are transcribed long-f
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -22,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
-from jaxwhisper.data.features import HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_batch
+from jaxwhisper.data.features import HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_batch, log_mel_recording
 from jaxwhisper.inference.decoding import (
     DecodeOptions,
     SegmentOptions,
@@ -357,7 +358,7 @@ class Transcriber:
         longform = self._longform_decoder(self.longform.mode)
         # with the fallback, short clips are windows that may be retried
         short = self._longform_decoder("windows") if self.fallback and not self.timestamps else None
-        for key, audio in items:
+        for key, audio, features in self._features_ahead(items):
             if isinstance(audio, Exception):
                 yield key, audio
                 continue
@@ -370,8 +371,8 @@ class Transcriber:
                     ),
                 )
                 continue
-            if self.timestamps or audio.shape[0] > N_SAMPLES:
-                longform.add(key, audio)
+            if features is not None:
+                longform.add_features(key, features.result())
                 yield from longform.pump()
                 continue
             if short is not None:
@@ -388,6 +389,27 @@ class Transcriber:
         yield from longform.pump(final=True)
         if short is not None:
             yield from short.pump(final=True)
+
+    def _features_ahead(self, items: Iterable, ahead: int = 2) -> Iterator[tuple]:
+        """`(key, audio, features)`: for each input going to the long-form decoder, its
+        log-mel (`log_mel_recording`, ~0.17 s per minute of audio) computed in a worker
+        thread `ahead` inputs before it is needed, so that it overlaps decoding instead of
+        stalling it; None for the others."""
+
+        def long(audio) -> bool:
+            if isinstance(audio, Exception) or (audio.shape[0] > self.window and self.window != N_SAMPLES):
+                return False
+            return self.timestamps or audio.shape[0] > N_SAMPLES
+
+        n_mels = self.model.config.n_mels
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log-mel") as pool:
+            pending: collections.deque = collections.deque()
+            for key, audio in items:
+                features = pool.submit(log_mel_recording, audio, n_mels) if long(audio) else None
+                pending.append((key, audio, features))
+                if len(pending) > ahead:
+                    yield pending.popleft()
+            yield from pending
 
     def text(self, result) -> str:
         """Transcript of a `decode_results` result (segments joined as faster-whisper does)."""
