@@ -6,6 +6,13 @@ tiny.en greedy decoding of real speech (the vendored clips): wall time after a w
 batch, WER, and the size of the weights serialised as .npz (int8 kernels with scales, zero
 points and column sums; everything else float32). Calibrates on the Asterisk prompts (or the
 given ranges file) first.
+
+Peer, when qwix is installed (`pip install qwix==0.1.8`): qwix's post-training W8A8 of the
+same Dense layers (google/qwix, AQT's successor): int8 kernels per output channel, and each
+activation quantized at run time per token (dynamic, symmetric) where ours uses ranges
+calibrated beforehand (static, per tensor, the paper's). Decoded by the same decoder
+(`Transcriber(module=...)`); its size is the bytes of its param tree (the token embedding
+stays float32 there).
 """
 
 from __future__ import annotations
@@ -26,7 +33,36 @@ from jaxwhisper.quant import fakequant, int8
 from jaxwhisper.quant.calibrate import Calibration, calibrate_on_audio
 from jaxwhisper.quant.config import QuantConfig
 
+try:
+    import qwix
+except ImportError:  # the peer row is optional
+    qwix = None
+
 REPO = Path(__file__).resolve().parent.parent
+QWIX_DENSE = r".*/(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
+
+
+def qwix_w8a8(model: LoadedModel):
+    """(module, params): `model` quantized by qwix's PTQ, int8 weights and dynamic int8
+    activations in the Dense layers that ours quantizes to int8."""
+    import jax.numpy as jnp
+
+    from jaxwhisper.models.whisper import Whisper
+
+    rule = qwix.QuantizationRule(
+        module_path=QWIX_DENSE, op_names=("dot_general",), weight_qtype="int8", act_qtype="int8"
+    )
+    provider = qwix.PtqProvider([rule])
+    methods = ("__call__", "encode", "cross_kv", "decode")  # what init and the decoder call
+    module = qwix.quantize_model(Whisper(model.config), provider, methods=methods)
+    c = model.config
+    mel, tokens = jnp.zeros((1, c.n_mels, c.n_frames)), jnp.zeros((1, 3), jnp.int32)
+    abstract = jax.eval_shape(module.init, jax.random.key(0), mel, tokens)["params"]
+    if provider.get_unused_rules():
+        raise RuntimeError(f"qwix rules matched nothing: {provider.get_unused_rules()}")
+    return module, qwix.quantize_params(jax.tree.map(jnp.asarray, model.params), abstract)
+
+
 PROMPTS = REPO.parent / "shared" / "data" / "prompts" / "manifest.jsonl"
 
 
@@ -69,6 +105,15 @@ def main():
         ),
     }
     small, big = int8.serialized_size(kernels, model.params)
+    sizes = {name: small if "real int8" in name else big for name in systems}
+    if qwix is not None:
+        module, qparams = qwix_w8a8(model)
+        name = f"qwix {qwix.__version__} W8A8 Dense, dynamic per-token activations (peer)"
+        peer = LoadedModel(model.config, qparams, model.tokenizer_dir, model.source)
+        systems[name] = Transcriber(peer, batch_size=args.batch, module=module)
+        sizes[name] = sum(x.nbytes for x in jax.tree.leaves(qparams))
+    else:
+        print("qwix not installed: no peer row (pip install qwix==0.1.8)")
     print(describe())
     print(f"tiny.en, {len(data.clips)} clips ({data.audio_s:.0f} s), batch {args.batch}, {jax.devices()[0]}")
     print("\n| system | wall s | audio-s/s | vs float32 | WER % | weights on disk MB | decode temp MB |")
@@ -81,7 +126,7 @@ def main():
         wall = time.perf_counter() - t0
         float_wall = float_wall or wall  # the first system is the float peer
         wer = word_error_rate(data.references, hyps).wer
-        size = small if "real int8" in name else big
+        size = sizes[name]
         # XLA's buffer assignment for one decoding batch: activations, caches and workspace
         # (the weights and the int8 kernels are arguments of the program, not counted).
         audio, lengths = t._batch_arrays(data.clips[: args.batch])

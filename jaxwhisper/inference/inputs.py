@@ -1,4 +1,5 @@
-"""What to transcribe: command-line inputs and JSONL manifests as `Utterance`s, read ahead.
+"""What to transcribe: command-line inputs and JSONL manifests as `Utterance`s, read ahead
+(and long recordings' features computed ahead).
 
 A malformed manifest row becomes an `Utterance` carrying its error (reported, never dropped).
 """
@@ -6,11 +7,13 @@ A malformed manifest row becomes an `Utterance` carrying its error (reported, ne
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from jaxwhisper.data.examples import DataSpecError
+from jaxwhisper.data.features import log_mel_recording
 from jaxwhisper.data.local_sources import read_jsonl
 
 
@@ -64,3 +67,20 @@ def read_ahead(pool, fn, items, depth: int):
             yield queue.popleft().result()
     while queue:
         yield queue.popleft().result()
+
+
+def features_ahead(
+    items: Iterable[tuple], needs: Callable[[object], bool], n_mels: int, ahead: int = 2
+) -> Iterator[tuple]:
+    """`(key, audio)` items as `(key, audio, features)`: for each audio for which `needs`
+    holds (the long-form decoder's inputs), a future of its log-mel (`log_mel_recording`,
+    ~0.17 s per minute of audio) computed in a worker thread `ahead` items before it is
+    needed, so that it overlaps decoding instead of stalling it; None for the others."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log-mel") as pool:
+        pending: collections.deque = collections.deque()
+        for key, audio in items:
+            features = pool.submit(log_mel_recording, audio, n_mels) if needs(audio) else None
+            pending.append((key, audio, features))
+            if len(pending) > ahead:
+                yield pending.popleft()
+        yield from pending

@@ -42,13 +42,14 @@ import collections
 import dataclasses
 import logging
 import zlib
-from typing import Callable, Iterator, Optional, Protocol
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
 from jaxwhisper.data.features import HOP, N_FRAMES, SAMPLE_RATE, log_mel_recording
 from jaxwhisper.inference.chunking import quiet_cuts
 from jaxwhisper.inference.fallback import Decoded, compression_ratio, fallback_choice, needs_fallback
+from jaxwhisper.inference.slots import SlotEngine
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S
 
 log = logging.getLogger(__name__)
@@ -214,29 +215,6 @@ class _Window:
         self.attempt = 0
         self.samples: list[Decoded] = []
         self.tried: list[Decoded] = []
-
-
-class SlotEngine(Protocol):
-    """A batch of decoding slots that windows join and leave one at a time
-    (`transcribe.Transcriber`'s, on the model; tests script their own).
-
-    Attributes:
-      rows: slots in the batch.
-    """
-
-    rows: int
-
-    def free(self) -> int:
-        """Slots not holding a window."""
-
-    def admit(self, items: list[tuple[np.ndarray, float, int]]) -> list[int]:
-        """Puts windows `(mel [n_mels, 3000] f32, temperature, seed)` in free slots (at most
-        `free()` of them); returns their slots. May dispatch asynchronously."""
-
-    def advance(self) -> list[tuple[int, np.ndarray, float, float]]:
-        """Decodes the held windows some steps; returns `(slot, tokens [max_new] int32 with
-        eot after the end, sum_logprob, no_speech_prob)` for each window that ended (its slot
-        is free again)."""
 
 
 class LongformDecoder:

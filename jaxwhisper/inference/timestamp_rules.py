@@ -85,8 +85,11 @@ def apply_timestamp_rules(
     mask |= is_ts & (v < last_timestamp[:, None])  # never decrease
     logits = jnp.where(mask, -jnp.inf, logits)
 
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    ts_log_prob = jax.nn.logsumexp(jnp.where(is_ts, log_probs, -jnp.inf), axis=-1)
-    text_max = jnp.max(jnp.where(is_ts, -jnp.inf, log_probs), axis=-1)
-    force = ~pair[:, 0] & (ts_log_prob > text_max)
+    # The summed probability of the timestamps against the most probable text token: both
+    # log-probabilities share the log-softmax's normaliser, so the logits compare alike
+    # (a log-sum-exp over the 1501 timestamps and a max over the text ids, instead of a
+    # log-softmax over the whole vocabulary at every step).
+    ts_log_sum = jax.nn.logsumexp(logits[:, ids.begin :], axis=-1)
+    text_max = jnp.max(logits[:, : ids.begin], axis=-1)
+    force = ~pair[:, 0] & (ts_log_sum > text_max)
     return jnp.where(force[:, None] & ~is_ts, -jnp.inf, logits)

@@ -9,10 +9,8 @@ over 30 s (and every input when timestamps are asked for) are transcribed long-f
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import dataclasses
-import functools
 import logging
 import math
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -23,110 +21,19 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxwhisper.data.audio import AudioError, load_audio
-from jaxwhisper.data.features import HOP, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_batch, log_mel_recording
-from jaxwhisper.inference.decoding import (
-    DecodeOptions,
-    SegmentOptions,
-    make_greedy_decoder,
-    make_window_engine,
-    strip_tokens,
-)
-from jaxwhisper.inference.inputs import Utterance, read_ahead
+from jaxwhisper.data.features import HOP, N_SAMPLES, SAMPLE_RATE, log_mel_batch
+from jaxwhisper.inference.decoding import DecodeOptions, make_greedy_decoder, strip_tokens
+from jaxwhisper.inference.inputs import Utterance, features_ahead, read_ahead
 from jaxwhisper.inference.longform import LongformDecoder, LongformOptions, LongformResult
+from jaxwhisper.inference.slots import DeviceSlots, slot_mesh
 from jaxwhisper.inference.timestamp_rules import TIME_PRECISION_S, TimestampIds
 from jaxwhisper.inference.tokenizer import WhisperTokenizer
+from jaxwhisper.inference.windows import SegmentOptions, make_window_engine
 from jaxwhisper.models.precision import inference_config, inference_variables
 from jaxwhisper.models.weights.base import LoadedModel
 from jaxwhisper.spmd import host_row_devices
 
 log = logging.getLogger(__name__)
-
-
-class DeviceSlots:
-    """The long-form `SlotEngine` of a Transcriber: `rows` slots split evenly over its
-    devices, each device decoding its own slots (`WindowEngine` under `shard_map`).
-
-    One `advance` decodes until a window ends on any device, so its slot is refilled at
-    once; a round trip to the host per window (reading which ended, then admitting the
-    next) costs well under a millisecond against ~15 ms per tiny.en decoding step.
-    Admitting windows takes one window per device per call, so devices encode their new
-    windows in parallel.
-    """
-
-    def __init__(self, compiled: tuple[Callable, Callable, Callable], transcriber: "Transcriber"):
-        t = transcriber
-        self.rows = t.batch_size
-        self.devices = t.mesh.devices.size
-        self.per_device = self.rows // self.devices
-        self.n_mels = t.model.config.n_mels
-        self._t = t
-        self._init, self._admit, self._advance = compiled
-        self.state = None  # the device arrays, made on first use
-        self.active = np.zeros((self.rows,), bool)
-
-    @staticmethod
-    def compile(engine, transcriber: "Transcriber") -> tuple[Callable, Callable, Callable]:
-        """The jitted (init, admit, advance) of `engine` on the transcriber's devices; shared by
-        every DeviceSlots of one kind (each holds its own state)."""
-        t = transcriber
-        init = jax.jit(functools.partial(engine.init, t.batch_size), out_shardings=t._rows)
-        admit = t._per_device(
-            lambda w, state, *rows: engine.admit(w[0], state, *rows, w[1]), row_args=5, donate=(1,)
-        )
-        advance = t._per_device(
-            lambda w, state, active: engine.advance(w[0], state, active, engine.max_new, w[1], True, "data"),
-            row_args=2,
-            donate=(1,),
-        )
-        return init, admit, advance
-
-    def free(self) -> int:
-        return int(np.sum(~self.active))
-
-    def admit(self, items: list[tuple[np.ndarray, float, int]]) -> list[int]:
-        if self.state is None:
-            self.state = self._init()
-        # Each window goes to the device with the most free slots.
-        queues: list[list] = [[] for _ in range(self.devices)]
-        slots = []
-        for item in items:
-            free = [
-                np.flatnonzero(~self.active[d * self.per_device : (d + 1) * self.per_device])
-                for d in range(self.devices)
-            ]
-            d = max(range(self.devices), key=lambda d: len(free[d]))
-            if not len(free[d]):
-                raise ValueError(f"admit: {len(items)} windows for {self.free()} free slots")
-            local = int(free[d][0])
-            self.active[d * self.per_device + local] = True
-            slots.append(d * self.per_device + local)
-            queues[d].append((local, item))
-        put = functools.partial(jax.device_put, device=self._t._rows)
-        for call in range(max(len(q) for q in queues)):
-            mel = np.zeros((self.devices, self.n_mels, N_FRAMES), np.float32)
-            local = np.full((self.devices,), -1, np.int32)
-            temperature = np.zeros((self.devices,), np.float32)
-            seed = np.zeros((self.devices,), np.int32)
-            for d, q in enumerate(queues):
-                if call < len(q):
-                    local[d], (mel[d], temperature[d], seed[d]) = q[call]
-            self.state = self._admit(
-                self._t._weights(), self.state, *map(put, (mel, local, temperature, seed))
-            )
-        return slots
-
-    def advance(self) -> list[tuple[int, np.ndarray, float, float]]:
-        if not self.active.any():
-            return []
-        active = jax.device_put(self.active, self._t._rows)
-        self.state = self._advance(self._t._weights(), self.state, active)
-        ended = np.flatnonzero(self.active & np.asarray(self.state["done"]))
-        if not ended.size:
-            return []
-        tokens = np.asarray(self.state["tokens"])
-        sum_lp, no_speech = np.asarray(self.state["sum_logprob"]), np.asarray(self.state["no_speech_prob"])
-        self.active[ended] = False
-        return [(int(i), tokens[i], float(sum_lp[i]), float(no_speech[i])) for i in ended]
 
 
 class Transcriber:
@@ -159,6 +66,9 @@ class Transcriber:
         again at the next temperature. The default, greedy decoding, decodes short clips in
         batches by length with the whole 448-token budget.
       best_of, seed: samples per window at a temperature above 0, and their seed.
+      module: the Flax module to decode with instead of `Whisper(model.config)`, with
+        Whisper's methods and `model.params` as its params (e.g. a qwix-quantized Whisper,
+        `bench/quant_speed.py`).
     """
 
     def __init__(
@@ -181,6 +91,7 @@ class Transcriber:
         temperatures: tuple[float, ...] = (0.0,),
         best_of: int = 5,
         seed: int = 0,
+        module: Optional[Any] = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -207,12 +118,15 @@ class Transcriber:
         n_dev = math.gcd(batch_size, len(devices))
         self.config = inference_config(model.config, devices[0].platform)
         options = DecodeOptions(tok.prefix, tok.eot, tok.suppress_tokens, tok.suppress_at_begin)
-        decoder = make_greedy_decoder(self.config, options, intercept)
+        self._module = module
+        decoder = make_greedy_decoder(self.config, options, intercept, module)
         n_mels = model.config.n_mels
 
         self.mesh = Mesh(np.asarray(devices[:n_dev]), ("data",))
         rows, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
         self._replicated, self._rows = replicated, rows
+        self._slot_mesh = slot_mesh(self.mesh)
+        self._slot_rows = NamedSharding(self._slot_mesh, P("data"))
 
         def run(weights, audio, lengths):  # rows of length 0 pad the batch: not decoded
             mel = log_mel_batch(audio, lengths, n_mels=n_mels, padding=padding)
@@ -255,7 +169,8 @@ class Transcriber:
         """A long-form slot engine with its own slots (one compilation per `timestamps`
         value, on first use)."""
         if timestamps not in self._mel_runs:
-            engine = make_window_engine(self.config, self.segment_options(timestamps), self._intercept)
+            options = self.segment_options(timestamps)
+            engine = make_window_engine(self.config, options, self._intercept, self._module)
             self._mel_runs[timestamps] = DeviceSlots.compile(engine, self)
         return DeviceSlots(self._mel_runs[timestamps], self)
 
@@ -270,7 +185,9 @@ class Transcriber:
             dataclasses.replace(self.longform, mode=mode),
         )
 
-    def _per_device(self, fn: Callable, row_args: int = 2, donate: tuple[int, ...] = ()) -> Callable:
+    def _per_device(
+        self, fn: Callable, row_args: int = 2, donate: tuple[int, ...] = (), mesh: Optional[Mesh] = None
+    ) -> Callable:
         """`fn((params, intercept state), *row arrays)` jitted so that each device runs it on
         its own rows.
 
@@ -282,8 +199,9 @@ class Transcriber:
         they are done.
         """
         in_specs = (P(),) + (P("data"),) * row_args
+        mesh = mesh or self.mesh
         return jax.jit(
-            jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=P("data"), check_vma=False),
+            jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P("data"), check_vma=False),
             donate_argnums=donate,
         )
 
@@ -358,7 +276,13 @@ class Transcriber:
         longform = self._longform_decoder(self.longform.mode)
         # with the fallback, short clips are windows that may be retried
         short = self._longform_decoder("windows") if self.fallback and not self.timestamps else None
-        for key, audio, features in self._features_ahead(items):
+
+        def long(audio) -> bool:  # goes to the long-form decoder
+            if isinstance(audio, Exception) or (audio.shape[0] > self.window and self.window != N_SAMPLES):
+                return False
+            return self.timestamps or audio.shape[0] > N_SAMPLES
+
+        for key, audio, features in features_ahead(items, long, self.model.config.n_mels):
             if isinstance(audio, Exception):
                 yield key, audio
                 continue
@@ -389,27 +313,6 @@ class Transcriber:
         yield from longform.pump(final=True)
         if short is not None:
             yield from short.pump(final=True)
-
-    def _features_ahead(self, items: Iterable, ahead: int = 2) -> Iterator[tuple]:
-        """`(key, audio, features)`: for each input going to the long-form decoder, its
-        log-mel (`log_mel_recording`, ~0.17 s per minute of audio) computed in a worker
-        thread `ahead` inputs before it is needed, so that it overlaps decoding instead of
-        stalling it; None for the others."""
-
-        def long(audio) -> bool:
-            if isinstance(audio, Exception) or (audio.shape[0] > self.window and self.window != N_SAMPLES):
-                return False
-            return self.timestamps or audio.shape[0] > N_SAMPLES
-
-        n_mels = self.model.config.n_mels
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="log-mel") as pool:
-            pending: collections.deque = collections.deque()
-            for key, audio in items:
-                features = pool.submit(log_mel_recording, audio, n_mels) if long(audio) else None
-                pending.append((key, audio, features))
-                if len(pending) > ahead:
-                    yield pending.popleft()
-            yield from pending
 
     def text(self, result) -> str:
         """Transcript of a `decode_results` result (segments joined as faster-whisper does)."""

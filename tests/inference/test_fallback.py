@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from slot_engines import BatchSlots
 
-from jaxwhisper.inference.decoding import SegmentOptions, make_segment_decoder, sample_tokens
 from jaxwhisper.inference.fallback import FALLBACK_TEMPERATURES, compression_ratio
 from jaxwhisper.inference.longform import LongformDecoder, LongformOptions
+from jaxwhisper.inference.windows import SegmentOptions, make_segment_decoder, sample_tokens
 from jaxwhisper.models.whisper import Whisper
 from tests.inference.test_decoding import BEGIN, CFG, PREFIX, SUPPRESS, _random_params
 

@@ -70,12 +70,15 @@ def test_windows_joining_a_running_batch_decode_as_each_window_alone(tiny_en, fi
     import numpy as np
 
     from jaxwhisper.data.features import log_mel_recording
-    from jaxwhisper.inference.decoding import make_segment_decoder
     from jaxwhisper.inference.longform import window_features
+    from jaxwhisper.inference.windows import make_segment_decoder
 
     rows = [u for u in read_manifest(fixture_manifest) if "arctic" in u.id or "sonnet" in u.id][:7]
     mels = [window_features(log_mel_recording(load_audio(u.audio), 80), 0)[0] for u in rows]
+    cpu_default = Transcriber(tiny_en, batch_size=4, devices=jax.local_devices()[:2])
+    assert cpu_default._window_engine(timestamps=True).devices == 1  # CPU: one device's engine
     t = Transcriber(tiny_en, batch_size=4, devices=jax.local_devices()[:2])
+    t._slot_mesh, t._slot_rows = t.mesh, t._rows  # accelerators' layout: slots on every device
     slots = t._window_engine(timestamps=True)
     assert slots.devices == 2
     queue, results, joined_running = list(range(len(mels))), {}, 0
@@ -100,3 +103,25 @@ def test_windows_joining_a_running_batch_decode_as_each_window_alone(tiny_en, fi
         got = results[i]
         assert np.array_equal(got[0], tokens[0]), i
         assert (got[1], got[2]) == (float(sum_lp[0]), float(no_speech[0])), i
+
+
+def test_a_given_module_decodes_in_place_of_whisper(tiny_en, fixture_manifest):
+    """`module=`: the decoders call the given module's methods by name (a subclass that
+    makes end-of-text win after the first token ends every transcript there), in the short
+    clips' decoder and in the long-form slot engine."""
+    from jaxwhisper.models.whisper import Whisper
+
+    class EndsAtOnce(Whisper):
+        def decode(self, tokens, cross_kv, cache=None, offset=0):
+            logits, cache = super().decode(tokens, cross_kv, cache=cache, offset=offset)
+            return logits.at[..., 50256].add(1e4), cache  # tiny.en's end-of-text
+
+    clips = [load_audio(u.audio) for u in read_manifest(fixture_manifest)[:2]]
+    plain = Transcriber(tiny_en, batch_size=2)
+    ended = Transcriber(tiny_en, batch_size=2, module=EndsAtOnce(tiny_en.config))
+    want = [ids for _, ids in plain.decode_stream(enumerate(clips))]
+    got = [ids for _, ids in ended.decode_stream(enumerate(clips))]
+    assert all(len(w) > 3 for w in want) and got == [w[:1] for w in want]
+    timed = Transcriber(tiny_en, batch_size=2, timestamps=True, module=EndsAtOnce(tiny_en.config))
+    results = dict(timed.decode_results(enumerate(clips)))
+    assert all(len(r.tokens(50256)) <= 1 for r in results.values())
