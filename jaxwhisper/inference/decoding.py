@@ -4,6 +4,8 @@ The encoder runs once per batch; cross-attention keys/values are computed once p
 utterance; self-attention keys/values live in a fixed-size cache. The loop is a
 `lax.while_loop` that stops when every row has emitted end-of-text (or at the decoder's
 position limit), so shapes are fixed and nothing recompiles between batches of the same size.
+The encoder-and-prefix step and the token choice are shared with the long-form windows'
+decoder (`windows.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def argmax_first(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def suppression_bias(ids: Sequence[int], vocab: int) -> np.ndarray:
+    """[vocab] f32: -inf at `ids`, 0 elsewhere (added to the logits)."""
     b = np.zeros((vocab,), np.float32)
     b[np.asarray(list(ids), np.int64)] = -np.inf
     return b
@@ -74,6 +77,7 @@ def as_variables(params: dict) -> dict:
 
 
 def intercepted(intercept: Optional[Intercept], state: Any) -> ContextManager:
+    """`intercept(state)`, or a context that does nothing without an interceptor."""
     return intercept(state) if intercept is not None else contextlib.nullcontext()
 
 
