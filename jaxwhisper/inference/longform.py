@@ -22,7 +22,7 @@ are faster-whisper's (`WhisperModel.generate_segments`):
   rather than inside words. The price: Whisper sees each chunk without the audio before it.
 
 Windows are decoded in a batch of slots (`SlotEngine`; the model's is
-`decoding.make_window_engine`): a window takes a slot as soon as one is free and leaves it
+`windows.make_window_engine`): a window takes a slot as soon as one is free and leaves it
 when it ends, so the batch does not wait for its longest window (a batch decoded to its
 longest row left a quarter of the row-steps of a long-form run idle).
 

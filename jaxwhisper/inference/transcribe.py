@@ -148,7 +148,7 @@ class Transcriber:
         self.timestamps = timestamps
         self._intercept = intercept
         self._max_initial_index = round(max_initial_timestamp_s / TIME_PRECISION_S)
-        self._mel_runs: dict[bool, tuple] = {}
+        self._slot_programs: dict[bool, tuple] = {}  # compiled slot engines by `timestamps`
 
     def segment_options(self, timestamps: bool) -> SegmentOptions:
         """How the long-form decoder decodes a window, with or without timestamps."""
@@ -168,11 +168,11 @@ class Transcriber:
     def _window_engine(self, timestamps: bool) -> DeviceSlots:
         """A long-form slot engine with its own slots (one compilation per `timestamps`
         value, on first use)."""
-        if timestamps not in self._mel_runs:
+        if timestamps not in self._slot_programs:
             options = self.segment_options(timestamps)
             engine = make_window_engine(self.config, options, self._intercept, self._module)
-            self._mel_runs[timestamps] = DeviceSlots.compile(engine, self)
-        return DeviceSlots(self._mel_runs[timestamps], self)
+            self._slot_programs[timestamps] = DeviceSlots.compile(engine, self)
+        return DeviceSlots(self._slot_programs[timestamps], self)
 
     def _longform_decoder(self, mode: str) -> LongformDecoder:
         tok = self.tokenizer

@@ -205,7 +205,7 @@ class MultiHeadAttention(Tapped):
           cache: self-attention cache; the keys/values of `x` are written at `offset`.
           offset: position of x[:, 0] in the sequence (decoding with a cache): a scalar, or
             [batch] int32 when each row is at its own position (rows that joined a running
-            batch at different times, `decoding.make_window_engine`).
+            batch at different times, `windows.make_window_engine`).
 
         Returns:
           The output [batch, q, embed] and the updated cache (None without one).

@@ -204,7 +204,7 @@ class Embed(nn.Embed):
     def __call__(self, inputs: jax.Array) -> jax.Array:
         if not jnp.issubdtype(inputs.dtype, jnp.integer):
             raise ValueError("Input type must be an integer or unsigned integer.")
-        return jnp.take(self.embedding, inputs, axis=0).astype(self.dtype)
+        return jnp.take(self.embedding, inputs, axis=0).astype(self.dtype or self.embedding.dtype)
 
 
 # The layers built by `dense` (kernels cast to the compute dtype at every use); the gates'
