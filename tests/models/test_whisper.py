@@ -181,18 +181,26 @@ def test_bf16_compute_keeps_f32_params_and_is_close(tiny_params, tiny_inputs):
     assert np.abs(np.asarray(bf16) - np.asarray(f32)).max() < 0.1 * np.abs(np.asarray(f32)).max()
 
 
-def test_gelu_is_jax_exact_gelu_with_the_same_derivative():
-    x = jnp.linspace(-12.0, 12.0, 20001, dtype=jnp.float32)
-    np.testing.assert_array_equal(gelu(x), jax.nn.gelu(x, approximate=False))
-    ours = jax.grad(lambda v: jnp.sum(gelu(v)))(x)
-    ref = jax.grad(lambda v: jnp.sum(jax.nn.gelu(v, approximate=False)))(x)
-    np.testing.assert_allclose(ours, ref, atol=2e-7, rtol=0)
-    # And against the closed form Phi(x) + x * phi(x) in float64.
+def test_gelu_is_the_exact_gelu_with_its_derivative():
+    import scipy.special
     import scipy.stats
 
+    x = jnp.linspace(-12.0, 12.0, 20001, dtype=jnp.float32)
     x64 = np.asarray(x, np.float64)
+    exact = 0.5 * x64 * (1.0 + scipy.special.erf(x64 / np.sqrt(2.0)))
+    # erf's float32 approximation is within 3e-7 of erf; the cancellation in 1 + erf(x)
+    # for negative x turns that into an absolute error of up to |x| * 1.5e-7 (1.05e-6
+    # measured): the values there are below 1e-4 and not relatively accurate.
+    np.testing.assert_allclose(gelu(x), exact, atol=1.5e-6, rtol=2e-7)
+    # Relative error: a float32 rounding for x > 0; where the cancellation acts and |GELU|
+    # is still 0.01-0.17 (x around -2.5), up to 1.9e-5 (PyTorch's own float32 GELU: 5.4e-5).
+    ours, positive = np.asarray(gelu(x)), x64 > 0
+    np.testing.assert_allclose(ours[positive], exact[positive], rtol=4e-7)
+    visible = np.abs(exact) > 1e-2
+    np.testing.assert_allclose(ours[visible], exact[visible], rtol=4e-5)
+    grad = jax.grad(lambda v: jnp.sum(gelu(v)))(x)
     closed = scipy.stats.norm.cdf(x64) + x64 * scipy.stats.norm.pdf(x64)
-    np.testing.assert_allclose(ours, closed, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(grad, closed, atol=1e-6, rtol=0)
 
 
 def test_remat_changes_memory_not_values(tiny_params, tiny_inputs):
