@@ -54,9 +54,18 @@ def _dense_dot(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
 
 def _dense_dot_fwd(x, kernel, precision):
     k = kernel.astype(x.dtype)
-    y = jax.lax.dot_general(
-        x, k, _dense_dims(x.ndim), precision=precision, preferred_element_type=jnp.float32
-    )
+    if math.prod(x.shape[:-1]) == 1:
+        # A single row gets a second (zero) one, and the product is kept whole: XLA:CPU
+        # computes a bf16 matrix-vector product by converting the whole kernel to float32
+        # at every call (tiny.en's decoder, prefilled for one long-form window at a time,
+        # converted 8 ms of weights per window).
+        flat = jnp.pad(x.reshape(1, x.shape[-1]), ((0, 1), (0, 0)))
+        y = jax.lax.dot_general(flat, k, _dense_dims(2), precision=precision, preferred_element_type=jnp.float32)
+        y = jax.lax.optimization_barrier(y)[:1].reshape(*x.shape[:-1], k.shape[-1])
+    else:
+        y = jax.lax.dot_general(
+            x, k, _dense_dims(x.ndim), precision=precision, preferred_element_type=jnp.float32
+        )
     return y, (x, k, jnp.zeros((0,), kernel.dtype))
 
 
