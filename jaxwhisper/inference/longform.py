@@ -24,7 +24,9 @@ are faster-whisper's (`WhisperModel.generate_segments`):
 Windows are decoded in a batch of slots (`SlotEngine`; the model's is
 `windows.make_window_engine`): a window takes a slot as soon as one is free and leaves it
 when it ends, so the batch does not wait for its longest window (a batch decoded to its
-longest row left a quarter of the row-steps of a long-form run idle).
+longest row left a quarter of the row-steps of a long-form run idle). The engine may take
+windows ahead of its free slots (on CPU it prepares them on another device while the
+slots decode, `slots.DeviceSlots`).
 
 Options as faster-whisper's: a window is skipped as silence when its no-speech probability
 exceeds `no_speech_threshold` unless its average log-prob exceeds `log_prob_threshold`.
@@ -242,7 +244,7 @@ class LongformDecoder:
         self.eot, self.timestamp_begin, self.decode_text = eot, timestamp_begin, decode_text
         self.options = options
         self.ready: collections.deque = collections.deque()  # (window, sample) rows to decode
-        self.slots: dict[int, tuple[_Window, int]] = {}  # the engine's slots in use
+        self.held: dict[int, tuple[_Window, int]] = {}  # windows the engine holds, by id
         self.finished: list[_File] = []  # files with no window at all (under 10 ms)
         self._files = 0  # files added so far: each file's index seeds its samples
 
@@ -295,16 +297,17 @@ class LongformDecoder:
         return zlib.crc32(data) & 0x7FFFFFFF
 
     def pump(self, final: bool = False) -> Iterator[tuple[object, LongformResult]]:
-        """Decodes while every slot is busy (until nothing is left when `final`); yields
-        finished files. Without `final` it returns once a slot waits for more input."""
+        """Decodes while the engine takes no more windows (until nothing is left when
+        `final`); yields finished files. Without `final` it returns once the engine could
+        take a window and none is ready (more input is needed)."""
         while self.finished:
             yield from self._completed(self.finished.pop(0))
         while True:
             self._fill()
-            if not self.slots or (not final and self.engine.free()):
+            if not self.held or (not final and self.engine.free()):
                 return
-            for slot, tokens, sum_lp, no_speech in self.engine.advance():
-                w, _ = self.slots.pop(slot)
+            for window, tokens, sum_lp, no_speech in self.engine.advance():
+                w, _ = self.held.pop(window)
                 yield from self._decoded(w, tokens, sum_lp, no_speech)
 
     def _fill(self) -> None:
@@ -315,8 +318,8 @@ class LongformDecoder:
             (window_features(w.file.features, w.seek)[0], self._temperature(w), self._seed(w, j))
             for w, j in rows
         ]
-        for slot, row in zip(self.engine.admit(items), rows):
-            self.slots[slot] = row
+        for window, row in zip(self.engine.admit(items), rows):
+            self.held[window] = row
 
     def _decoded(self, w: _Window, tokens: np.ndarray, sum_lp: float, no_speech: float):
         row = np.asarray(tokens).tolist()

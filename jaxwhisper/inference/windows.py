@@ -99,6 +99,10 @@ class WindowEngine:
         `stop_at_end`, as soon as one has (then its slot can be refilled). Under
         `shard_map` over `axis_name`, the devices stop together.
       max_new: tokens a window may generate.
+      prepare: `prepare(params, mel [n_mels, 3000], temperature, seed, intercept_state=None)
+        -> row`: one window's slot state [1, ...] (what `admit` puts in a slot), computed
+        apart from the batch: on another device while the batch decodes.
+      insert: `insert(state, row, slot) -> state`: a prepared row into slot `slot`.
 
     The state is a dict of [batch, ...] arrays; its fields `tokens` [batch, max_new] int32
     (`eot` after the end), `done` [batch] bool, `sum_logprob` [batch] f32 and
@@ -109,6 +113,8 @@ class WindowEngine:
     admit: Callable
     advance: Callable
     max_new: int
+    prepare: Callable
+    insert: Callable
 
 
 def make_window_engine(
@@ -168,53 +174,59 @@ def make_window_engine(
             "seed": row(jnp.int32),
         }
 
+    def prepare(params, mel, temperature, seed, intercept_state=None):
+        with intercepted(intercept, intercept_state):
+            return _prepare(as_variables(params), mel, temperature, seed)
+
+    def _prepare(variables, mel, temperature, seed):
+        """One window's slot state [1, ...]: mel [n_mels, 3000], temperature and seed scalars."""
+        cross, cache, logits = encode_and_prefill(model, variables, mel[None], prefix, max_new)
+        logits = logits.astype(jnp.float32)
+        no_speech = jax.nn.softmax(logits[:, sot_index], axis=-1)[:, options.no_speech]
+        first, lp = pick(logits[:, -1] + begin, jnp.zeros((1,), bool), 0, temperature[None], seed[None])
+        last_ts = jnp.where(first >= ts.begin, first, -1) if ts is not None else jnp.full((1,), -1)
+        return {
+            "cross": cross,
+            "cache": cache,
+            "tokens": jnp.full((1, max_new), eot, jnp.int32).at[:, 0].set(first),
+            "pos": jnp.ones((1,), jnp.int32),
+            "last": first,
+            "penultimate": first,
+            "last_ts": last_ts.astype(jnp.int32),
+            "done": (first == eot) | (max_new == 1),
+            "sum_logprob": lp,
+            "no_speech_prob": no_speech,
+            "temperature": temperature[None],
+            "seed": seed[None],
+        }
+
+    def insert(state, row, slot):
+        """`state` with the prepared `row` [1, ...] in slot `slot` (int32; -1 inserts nothing)."""
+        valid = slot >= 0
+        at = jnp.maximum(slot, 0)
+
+        def write(old, new):
+            index = (at,) + (0,) * (old.ndim - 1)
+            kept = jax.lax.dynamic_slice(old, index, new.shape)
+            return jax.lax.dynamic_update_slice(old, jnp.where(valid, new.astype(old.dtype), kept), index)
+
+        return jax.tree.map(write, state, row)
+
     def admit(params, state, mel, slot, temperature, seed, intercept_state=None):
         with intercepted(intercept, intercept_state):
-            return _admit(params, state, mel, slot, temperature, seed)
+            return _admit(as_variables(params), state, mel, slot, temperature, seed)
 
-    def _admit(params, state, mel, slot, temperature, seed):
-        variables = as_variables(params)
+    def _admit(variables, state, mel, slot, temperature, seed):
         shapes = jax.eval_shape(lambda: empty(1))
 
-        def start(args):
-            """One window's slot state [1, ...]."""
-            mel, temperature, seed = args
-            cross, cache, logits = encode_and_prefill(model, variables, mel[None], prefix, max_new)
-            logits = logits.astype(jnp.float32)
-            no_speech = jax.nn.softmax(logits[:, sot_index], axis=-1)[:, options.no_speech]
-            first, lp = pick(logits[:, -1] + begin, jnp.zeros((1,), bool), 0, temperature[None], seed[None])
-            last_ts = jnp.where(first >= ts.begin, first, -1) if ts is not None else jnp.full((1,), -1)
-            return {
-                "cross": cross,
-                "cache": cache,
-                "tokens": jnp.full((1, max_new), eot, jnp.int32).at[:, 0].set(first),
-                "pos": jnp.ones((1,), jnp.int32),
-                "last": first,
-                "penultimate": first,
-                "last_ts": last_ts.astype(jnp.int32),
-                "done": (first == eot) | (max_new == 1),
-                "sum_logprob": lp,
-                "no_speech_prob": no_speech,
-                "temperature": temperature[None],
-                "seed": seed[None],
-            }
-
         def put(i, state):
-            valid = slot[i] >= 0
             row = jax.lax.cond(
-                valid,
-                start,
+                slot[i] >= 0,
+                lambda args: _prepare(variables, *args),
                 lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
                 (mel[i], temperature[i], seed[i]),
             )
-            at = jnp.maximum(slot[i], 0)
-
-            def write(old, new):
-                index = (at,) + (0,) * (old.ndim - 1)
-                kept = jax.lax.dynamic_slice(old, index, new.shape)
-                return jax.lax.dynamic_update_slice(old, jnp.where(valid, new.astype(old.dtype), kept), index)
-
-            return jax.tree.map(write, state, row)
+            return insert(state, row, slot[i])
 
         return jax.lax.fori_loop(0, mel.shape[0], put, state)
 
@@ -270,7 +282,7 @@ def make_window_engine(
 
         return dict(jax.lax.while_loop(cond, body, (jnp.int32(0), state))[1], cross=cross)
 
-    return WindowEngine(empty, admit, advance, max_new)
+    return WindowEngine(empty, admit, advance, max_new, prepare, insert)
 
 
 def make_segment_decoder(
