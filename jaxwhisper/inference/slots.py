@@ -124,7 +124,9 @@ class DeviceSlots:
             donate=(1,),
             mesh=t._slot_mesh,
         )
-        prepare = jax.jit(lambda w, mel, temperature, seed: engine.prepare(w[0], mel, temperature, seed, w[1]))
+        prepare = jax.jit(
+            lambda w, mel, temperature, seed: engine.prepare(w[0], mel, temperature, seed, w[1])
+        )
         insert = jax.jit(engine.insert, donate_argnums=(0,))
         return init, admit, advance, prepare, insert
 

@@ -60,7 +60,9 @@ def _dense_dot_fwd(x, kernel, precision):
         # at every call (tiny.en's decoder, prefilled for one long-form window at a time,
         # converted 8 ms of weights per window).
         flat = jnp.pad(x.reshape(1, x.shape[-1]), ((0, 1), (0, 0)))
-        y = jax.lax.dot_general(flat, k, _dense_dims(2), precision=precision, preferred_element_type=jnp.float32)
+        y = jax.lax.dot_general(
+            flat, k, _dense_dims(2), precision=precision, preferred_element_type=jnp.float32
+        )
         y = jax.lax.optimization_barrier(y)[:1].reshape(*x.shape[:-1], k.shape[-1])
     else:
         y = jax.lax.dot_general(
