@@ -81,7 +81,7 @@ class DeviceSlots:
     (`WindowEngine.prepare`: encoder, cross-attention keys/values, prefix) on them, up to
     `LOOKAHEAD_PER_HELPER` per helper ahead of a free slot, while the slot device decodes;
     a prepared window goes into the next free slot (`WindowEngine.insert`). Windows taken
-    while slots are free are prepared in turn on the slot device and the helpers. Otherwise
+    while slots are free are prepared on the slot device and the helpers in turn. Otherwise
     (accelerators) a call of `admit` puts one window per device in its slots, so devices
     encode their new windows in parallel.
     """
@@ -102,7 +102,7 @@ class DeviceSlots:
         self._pending: collections.deque = collections.deque()  # (id, prepared row)
         self._held: dict[int, int] = {}  # slot -> id of its window
         self._ids = itertools.count()
-        self._turn = itertools.count()  # round robin over the preparing devices
+        self._turn = itertools.count()  # round robin over the helpers
         self._on_device: dict = {}  # device -> the transcriber's weights there
 
     @staticmethod
@@ -169,15 +169,17 @@ class DeviceSlots:
             return self._admit_on_slot_devices(items)
         ids = []
         slot_device = self._t._slot_mesh.devices.flat[0]
+        on_slot_device = on_helpers = 0
         for item in items:
-            # Slots free now: the slot device and the helpers prepare in turn; windows
-            # ahead of the slots: the helpers, while the slot device decodes.
+            # Slots free now: the slot device takes the first two, then it and the helpers
+            # take turns (a run of a few windows never compiles `prepare` a second time,
+            # ~2 s for tiny.en); windows ahead of the slots: the helpers, while the slot
+            # device decodes.
             open_slots = int(np.sum(~self.active)) - len(self._pending)
-            turn = next(self._turn)
-            if open_slots > 0:
-                device = ([slot_device] + self.helpers)[turn % (len(self.helpers) + 1)]
+            if open_slots > 0 and (on_slot_device < 2 or on_slot_device <= on_helpers):
+                device, on_slot_device = slot_device, on_slot_device + 1
             else:
-                device = self.helpers[turn % len(self.helpers)]
+                device, on_helpers = self.helpers[next(self._turn) % len(self.helpers)], on_helpers + 1
             ids.append(next(self._ids))
             self._pending.append((ids[-1], self._prepare_on(device, item)))
         self._place()
