@@ -29,15 +29,17 @@ def slot_mesh(mesh: Mesh) -> Mesh:
 
 
 def helper_devices(mesh: Mesh) -> list:
-    """The devices of a Transcriber's `mesh` that prepare windows while the slot engine
-    decodes: on CPU, every device but the slot engine's. XLA:CPU runs one device's programs
-    one after another but two devices' side by side: the encoder (compute-bound) then runs
-    beside the decoding steps (bound by memory), where on one device they alternate.
-    tiny.en bf16, 2 cores: 20 encoder passes beside 12 decoding calls took 2.90 s against
-    3.54 s one after the other. None on accelerators (their slots are on every device)."""
+    """The device of a Transcriber's `mesh` that prepares windows while the slot engine
+    decodes: on CPU, the second one. XLA:CPU runs one device's programs one after another
+    but two devices' side by side: the encoder (compute-bound) then runs beside the decoding
+    steps (bound by memory), where on one device they alternate. tiny.en bf16, 2 cores: 20
+    encoder passes beside 12 decoding calls took 2.90 s against 3.54 s one after the other.
+    One helper, not every other device: CPU devices share the cores, each helper compiles its
+    own `prepare` (~2 s for tiny.en), and more were not measured. None on accelerators (their
+    slots are on every device)."""
     if mesh.devices.flat[0].platform != "cpu":
         return []
-    return list(mesh.devices.flat[1:])
+    return list(mesh.devices.flat[1:2])
 
 
 # Windows a helper device may prepare ahead of the slots that will take them.
