@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import jax
 import numpy as np
@@ -28,7 +28,7 @@ def slot_mesh(mesh: Mesh) -> Mesh:
     return Mesh(mesh.devices.flat[:1], mesh.axis_names)
 
 
-def helper_devices(mesh: Mesh) -> list:
+def helper_device(mesh: Mesh) -> Optional[Any]:
     """The device of a Transcriber's `mesh` that prepares windows while the slot engine
     decodes: on CPU, the second one. XLA:CPU runs one device's programs one after another
     but two devices' side by side: the encoder (compute-bound) then runs beside the decoding
@@ -36,14 +36,14 @@ def helper_devices(mesh: Mesh) -> list:
     encoder passes beside 12 decoding calls took 2.90 s against 3.54 s one after the other.
     One helper, not every other device: CPU devices share the cores, each helper compiles its
     own `prepare` (~2 s for tiny.en), and more were not measured. None on accelerators (their
-    slots are on every device)."""
-    if mesh.devices.flat[0].platform != "cpu":
-        return []
-    return list(mesh.devices.flat[1:2])
+    slots are on every device) or with a single CPU device."""
+    if mesh.devices.flat[0].platform != "cpu" or mesh.devices.size < 2:
+        return None
+    return mesh.devices.flat[1]
 
 
-# Windows a helper device may prepare ahead of the slots that will take them.
-LOOKAHEAD_PER_HELPER = 2
+# Windows the helper device may prepare ahead of the slots that will take them.
+LOOKAHEAD = 2
 
 
 class SlotEngine(Protocol):
@@ -79,11 +79,11 @@ class DeviceSlots:
     once; a round trip to the host per window (reading which ended, then admitting the
     next) costs well under a millisecond against ~15 ms per tiny.en decoding step.
 
-    Where the transcriber has helper devices (`helper_devices`: CPU), windows are prepared
-    (`WindowEngine.prepare`: encoder, cross-attention keys/values, prefix) on them, up to
-    `LOOKAHEAD_PER_HELPER` per helper ahead of a free slot, while the slot device decodes;
-    a prepared window goes into the next free slot (`WindowEngine.insert`). Windows taken
-    while slots are free are prepared on the slot device and the helpers in turn. Otherwise
+    Where the transcriber has a helper device (`helper_device`: CPU), windows are prepared
+    (`WindowEngine.prepare`: encoder, cross-attention keys/values, prefix) on it, up to
+    `LOOKAHEAD` ahead of a free slot, while the slot device decodes; a prepared window goes
+    into the next free slot (`WindowEngine.insert`). Windows taken while slots are free are
+    prepared on the slot device and the helper in turn. Otherwise
     (accelerators) a call of `admit` puts one window per device in its slots, so devices
     encode their new windows in parallel.
     """
@@ -99,12 +99,11 @@ class DeviceSlots:
         self.state = None  # the device arrays, made on first use
         self._view = None  # the transcriber's weights on the slot mesh
         self.active = np.zeros((self.rows,), bool)
-        self.helpers = helper_devices(t.mesh) if self.devices == 1 else []
-        self.lookahead = LOOKAHEAD_PER_HELPER * len(self.helpers)
+        self.helper = helper_device(t.mesh) if self.devices == 1 else None
+        self.lookahead = LOOKAHEAD if self.helper is not None else 0
         self._pending: collections.deque = collections.deque()  # (id, prepared row)
         self._held: dict[int, int] = {}  # slot -> id of its window
         self._ids = itertools.count()
-        self._turn = itertools.count()  # round robin over the helpers
         self._on_device: dict = {}  # device -> the transcriber's weights there
 
     @staticmethod
@@ -133,18 +132,19 @@ class DeviceSlots:
         return init, admit, advance, prepare, insert
 
     def _weights(self) -> tuple:
-        """The transcriber's replicated (params, intercept state) on the slot mesh: the first
+        """The transcriber's replicated (params, intercept state) on the slot mesh: the slot
         device's copy when that mesh is one of several devices (no new copy)."""
         t = self._t
         if t._slot_mesh is t.mesh:
             return t._weights()
         if self._view is None:
             one = NamedSharding(t._slot_mesh, P())
+            own = self._weights_on(t._slot_mesh.devices.flat[0])
 
-            def view(x):
-                return jax.make_array_from_single_device_arrays(x.shape, one, [x.addressable_shards[0].data])
+            def view(x, local):
+                return jax.make_array_from_single_device_arrays(x.shape, one, [local])
 
-            self._view = jax.tree.map(view, t._weights())
+            self._view = jax.tree.map(view, t._weights(), own)
         return self._view
 
     def _weights_on(self, device) -> tuple:
@@ -158,7 +158,7 @@ class DeviceSlots:
         return self._on_device[device]
 
     def free(self) -> int:
-        if not self.helpers:
+        if self.helper is None:
             return int(np.sum(~self.active))
         return self.rows + self.lookahead - int(self.active.sum()) - len(self._pending)
 
@@ -167,21 +167,21 @@ class DeviceSlots:
             self.state = self._init()
         if len(items) > self.free():
             raise ValueError(f"admit: {len(items)} windows for {self.free()} free slots")
-        if not self.helpers:
+        if self.helper is None:
             return self._admit_on_slot_devices(items)
         ids = []
         slot_device = self._t._slot_mesh.devices.flat[0]
-        on_slot_device = on_helpers = 0
+        on_slot_device = on_helper = 0
         for item in items:
-            # Slots free now: the slot device takes the first two, then it and the helpers
+            # Slots free now: the slot device takes the first two, then it and the helper
             # take turns (a run of a few windows never compiles `prepare` a second time,
-            # ~2 s for tiny.en); windows ahead of the slots: the helpers, while the slot
+            # ~2 s for tiny.en); windows ahead of the slots: the helper, while the slot
             # device decodes.
             open_slots = int(np.sum(~self.active)) - len(self._pending)
-            if open_slots > 0 and (on_slot_device < 2 or on_slot_device <= on_helpers):
+            if open_slots > 0 and (on_slot_device < 2 or on_slot_device <= on_helper):
                 device, on_slot_device = slot_device, on_slot_device + 1
             else:
-                device, on_helpers = self.helpers[next(self._turn) % len(self.helpers)], on_helpers + 1
+                device, on_helper = self.helper, on_helper + 1
             ids.append(next(self._ids))
             self._pending.append((ids[-1], self._prepare_on(device, item)))
         self._place()

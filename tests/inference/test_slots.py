@@ -47,7 +47,7 @@ def test_windows_joining_a_running_batch_decode_as_each_window_alone(tiny_en, fi
     # CPU: the slots on one device, windows prepared on the other one too.
     cpu_default = Transcriber(tiny_en, batch_size=4, devices=jax.local_devices()[:2])
     on_cpu = cpu_default._window_engine(timestamps=True)
-    assert on_cpu.devices == 1 and on_cpu.helpers == [jax.local_devices()[1]]
+    assert on_cpu.devices == 1 and on_cpu.helper == jax.local_devices()[1]
     prepared_on = []
     prepare_on = on_cpu._prepare_on
     on_cpu._prepare_on = lambda device, item: prepared_on.append(device) or prepare_on(device, item)
@@ -56,7 +56,7 @@ def test_windows_joining_a_running_batch_decode_as_each_window_alone(tiny_en, fi
 
     t._slot_mesh, t._slot_rows = t.mesh, t._rows  # accelerators' layout: slots on every device
     slots = t._window_engine(timestamps=True)
-    assert slots.devices == 2 and not slots.helpers
+    assert slots.devices == 2 and slots.helper is None
     results = run(slots)
 
     alone = make_segment_decoder(t.config, t.segment_options(True))
