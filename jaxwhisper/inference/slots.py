@@ -100,7 +100,6 @@ class DeviceSlots:
         self._view = None  # the transcriber's weights on the slot mesh
         self.active = np.zeros((self.rows,), bool)
         self.helper = helper_device(t.mesh) if self.devices == 1 else None
-        self.lookahead = LOOKAHEAD if self.helper is not None else 0
         self._pending: collections.deque = collections.deque()  # (id, prepared row)
         self._held: dict[int, int] = {}  # slot -> id of its window
         self._ids = itertools.count()
@@ -160,7 +159,7 @@ class DeviceSlots:
     def free(self) -> int:
         if self.helper is None:
             return int(np.sum(~self.active))
-        return self.rows + self.lookahead - int(self.active.sum()) - len(self._pending)
+        return self.rows + LOOKAHEAD - int(self.active.sum()) - len(self._pending)
 
     def admit(self, items: list[tuple[np.ndarray, float, int]]) -> list[int]:
         if self.state is None:
