@@ -112,11 +112,12 @@ def synthesize(sentences: list[str], out_dir: Path, rates=RATES, augment: bool =
     for i, text in enumerate(sentences):
         rate = rates[i % len(rates)]
         p = perturbation(i, augment)
-        # Named by the text and the perturbation too: a corpus rebuilt with other sentences or
-        # other voices never reuses a stale file.
+        # Named by the text, the perturbation and the seed too: a corpus rebuilt with other
+        # sentences, other voices or another seed (or none: files of earlier versions) never
+        # reuses a stale file.
         digest = hashlib.sha1(text.encode()).hexdigest()[:8]
         tag = "" if p == Perturbation() else "-" + p.tag()
-        path = out_dir / f"tts-{i:04d}-{digest}-{int(rate * 100)}{tag}.flac"
+        path = out_dir / f"tts-{i:04d}-{digest}-{int(rate * 100)}{tag}-s{TTS_SEED}.flac"
         plan.append((text, rate, p, path, tag))
     bar = tqdm(total=len(plan), desc="tts", unit="sentence", file=sys.stderr, dynamic_ncols=True)
     for start in range(0, len(plan), SEED_BLOCK):
@@ -200,6 +201,7 @@ def build_demo_corpus(
         (out_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     sizes = {"train": len(train), "prompts": len(prompts), "tts": len(tts), "eval": len(eval_rows)}
     sizes |= {"train_s": round(seconds, 1), "tts_sentences": tts_sentences, "augment": augment}
+    sizes["tts_seed"] = TTS_SEED
     # Written last: its presence says that every manifest above is complete.
     (out_dir / BUILT).write_text(json.dumps(sizes) + "\n")
     return sizes
@@ -207,9 +209,14 @@ def build_demo_corpus(
 
 def is_built(out_dir: Path, tts_sentences: Optional[int], augment: bool = False) -> bool:
     """Whether `out_dir` holds a complete corpus built with this many synthesized sentences,
-    augmented or not."""
+    augmented or not, by this version's seeded synthesis (a corpus built before it, whose
+    audio differed from build to build, is rebuilt)."""
     try:
         built = json.loads((Path(out_dir) / BUILT).read_text())
-        return built.get("tts_sentences") == tts_sentences and built.get("augment", False) == augment
+        return (
+            built.get("tts_sentences") == tts_sentences
+            and built.get("augment", False) == augment
+            and built.get("tts_seed") == TTS_SEED
+        )
     except (OSError, ValueError):
         return False

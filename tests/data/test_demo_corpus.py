@@ -40,6 +40,10 @@ def test_fresh_clone_builds_from_tts_only(tmp_path, tts):
     assert (tmp_path / "tts.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()
     # A rerun with the same sentence count reuses it; another count rebuilds it.
     assert is_built(tmp_path, 3) and not is_built(tmp_path, 4) and not is_built(tmp_path / "x", 3)
+    # A corpus of an earlier version (unseeded synthesis: no seed recorded) is rebuilt.
+    built = json.loads((tmp_path / "corpus.json").read_text())
+    (tmp_path / "corpus.json").write_text(json.dumps({k: v for k, v in built.items() if k != "tts_seed"}))
+    assert not is_built(tmp_path, 3)
 
 
 def test_speaking_rates_take_turns_and_files_are_named_by_their_text(tmp_path, tts):
